@@ -1,0 +1,99 @@
+"""What every model-folder format shares: reading weight files safely and building a model from them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from llamafoundry.config import ModelConfig
+from llamafoundry.errors import UserError
+from llamafoundry.model import Transformer
+from llamafoundry.tokenizer import Tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise UserError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not readable JSON ({exc}); fix or re-export the file") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} should hold a JSON object, found {type(value).__name__}")
+    return value
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file, memory-mapped; a damaged file is a UserError naming it."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable safetensors file ({exc}); it may be truncated: "
+                        "copy or export it again") from None
+
+
+def read_torch(path: Path) -> dict[str, torch.Tensor]:
+    """A PyTorch pickle of tensors, loaded with weights_only=True (no code runs) and memory-mapped."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # torch raises many types (UnpicklingError, RuntimeError, EOFError...)
+        raise UserError(f"{path} is not a readable PyTorch weights file ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); it may be truncated") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def build_model(cfg: ModelConfig, state: dict[str, torch.Tensor], where: str | os.PathLike,
+                dtype: torch.dtype | None = None) -> Transformer:
+    """A Transformer holding exactly `state`, checked name by name and shape by shape.
+
+    The model is built on the meta device and takes the loaded tensors as they are (no random init,
+    no second copy of the weights).
+    """
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        detail = "; ".join(
+            part for part in (
+                f"missing {_few(missing)}" if missing else "",
+                f"unexpected {_few(unexpected)}" if unexpected else "",
+            ) if part
+        )
+        raise UserError(f"{where}: weights do not fit the config ({detail})")
+    for name, tensor in expected.items():
+        got = tuple(state[name].shape)
+        if got != tuple(tensor.shape):
+            raise UserError(f"{where}: tensor {name} has shape {got}, but the config expects "
+                            f"{tuple(tensor.shape)}")
+    if dtype is not None:
+        state = {name: t.to(dtype) for name, t in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.reset_rope()
+    return model
+
+
+def load_tokenizer_if_present(folder: Path) -> Tokenizer | None:
+    path = folder / "tokenizer.model"
+    return Tokenizer(path) if path.is_file() else None
+
+
+def _few(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -1,0 +1,98 @@
+"""One door for every model folder: `load_model` recognises the format by its files; `export` writes one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from llamafoundry.checkpoint.common import parse_dtype
+from llamafoundry.checkpoint.hf import is_hf, load_hf, save_hf
+from llamafoundry.checkpoint.llama2c import is_llama2c, load_llama2c
+from llamafoundry.checkpoint.meta import is_meta, load_meta, save_meta
+from llamafoundry.checkpoint.native import is_native, load_native, save_native
+from llamafoundry.config import PRESETS, ModelConfig, get_preset
+from llamafoundry.errors import UserError
+from llamafoundry.model import Transformer
+from llamafoundry.tokenizer import Tokenizer
+
+FORMATS = ("native", "meta", "hf", "llama2c")
+EXPORT_FORMATS = ("native", "meta", "hf")
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """'native', 'meta', 'hf' or 'llama2c', from the files at `path`; a UserError otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist; give a model folder, a llama2.c .bin file or a preset "
+                        f"({', '.join(PRESETS)})")
+    if path.is_file():
+        if is_llama2c(path):
+            return "llama2c"
+        raise UserError(f"{path} is a file of no known model format; give a model folder or a llama2.c .bin")
+    if is_native(path):
+        return "native"
+    if is_meta(path):
+        return "meta"
+    if is_hf(path):
+        return "hf"
+    raise UserError(f"{path} is not a model folder we know: expected config.json + model.safetensors (ours), "
+                    "params.json + consolidated.*.pth (Meta) or a LlamaForCausalLM config.json (Hugging Face)")
+
+
+def load_model(
+    path_or_preset: str | os.PathLike,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    max_seq_len: int | None = None,
+    seed: int = 0,
+) -> tuple[Transformer, Tokenizer | None, ModelConfig]:
+    """(model, tokenizer or None, config) from a model folder of any known format, or a randomly
+    initialised model from a preset name (seeded). The model is returned in eval mode."""
+    torch_dtype = parse_dtype(dtype)
+    name = str(path_or_preset)
+    if not Path(name).exists() and name in PRESETS:
+        cfg = get_preset(name)
+        if max_seq_len:
+            cfg = cfg.replace(max_seq_len=max_seq_len)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model, tokenizer = Transformer(cfg), None
+        if torch_dtype is not None:
+            model = model.to(torch_dtype)
+    else:
+        path = Path(name)
+        fmt = detect_format(path)
+        if fmt == "llama2c":
+            model, tokenizer, cfg = load_llama2c(path, torch_dtype)
+        else:
+            loader = {"native": load_native, "meta": load_meta, "hf": load_hf}[fmt]
+            model, tokenizer, cfg = loader(path, torch_dtype, max_seq_len)
+        if tokenizer is not None and tokenizer.vocab_size > cfg.vocab_size:
+            raise UserError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                            f"{cfg.vocab_size}; the folder mixes files of different models")
+    if device is not None:
+        model = model.to(device)
+        model.reset_rope()
+    return model.eval(), tokenizer, cfg
+
+
+def save_model(folder: str | os.PathLike, model: Transformer, tokenizer: Tokenizer | None = None,
+               dtype: str | torch.dtype | None = None) -> Path:
+    """Write our native folder (config.json, model.safetensors, tokenizer.model)."""
+    return save_native(folder, model, tokenizer, parse_dtype(dtype))
+
+
+def export(folder: str | os.PathLike, model: Transformer, tokenizer: Tokenizer | None = None,
+           format: str = "native", *, dtype: str | torch.dtype | None = None, shards: int = 1) -> Path:
+    """Write `model` as a folder of `format`: 'native', 'meta' (`shards` model-parallel files) or 'hf'."""
+    torch_dtype = parse_dtype(dtype)
+    if format == "native":
+        return save_native(folder, model, tokenizer, torch_dtype)
+    if format == "meta":
+        return save_meta(folder, model, tokenizer, shards, torch_dtype)
+    if format == "hf":
+        return save_hf(folder, model, tokenizer, torch_dtype)
+    raise UserError(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}")

@@ -1,0 +1,48 @@
+"""`llamafoundry <command>`: the command line parses arguments and calls the library, nothing more.
+
+Each command group lives in its own module with a `register(subparsers)` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from llamafoundry import __version__
+from llamafoundry.errors import UserError
+
+# Modules of llamafoundry.cli, each registering its commands, in the order `--help` lists them.
+COMMAND_MODULES = ["models", "tokenizer"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="llamafoundry",
+        description="The LLaMA paper end to end: data, training, inference, evaluation.",
+    )
+    parser.add_argument("--version", action="version", version=f"llamafoundry {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"llamafoundry.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except UserError as exc:
+        print(f"llamafoundry {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"llamafoundry {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `llamafoundry info ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return int(result or 0)

@@ -1,0 +1,5 @@
+import sys
+
+from llamafoundry.cli import main
+
+sys.exit(main())

@@ -1,0 +1,78 @@
+"""Model commands: `presets` (the model zoo), `info`, `convert`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from llamafoundry.checkpoint import detect_format, export, load_model
+from llamafoundry.checkpoint.formats import EXPORT_FORMATS
+from llamafoundry.config import PRESETS, num_params
+from llamafoundry.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("presets", help="list the model presets (the model zoo)")
+    p.set_defaults(func=cmd_presets)
+
+    p = subparsers.add_parser("info", help="describe a model folder, llama2.c file or preset")
+    p.add_argument("model", help="model folder, llama2.c .bin, or preset name")
+    p.set_defaults(func=cmd_info)
+
+    p = subparsers.add_parser("convert", help="convert a model between folder formats")
+    p.add_argument("source", help="model folder (ours, Meta, Hugging Face), llama2.c .bin, or preset name")
+    p.add_argument("dest", help="output folder (or .gguf file with --to gguf)")
+    p.add_argument("--to", default="native", help=f"output format: {', '.join(EXPORT_FORMATS)} (default native)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: as loaded)")
+    p.add_argument("--shards", type=int, default=1, help="model-parallel shards for --to meta (default 1)")
+    p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.model to include")
+    p.add_argument("--max-seq-len", type=int, default=None, help="context length, where the source lacks it")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_presets(args: argparse.Namespace) -> None:
+    print(f"{'preset':<12} {'params':>9} {'dim':>6} {'layers':>6} {'heads':>5} {'kv':>4} {'ffn':>6} "
+          f"{'vocab':>6} {'context':>7}")
+    for name, cfg in PRESETS.items():
+        print(f"{name:<12} {_human(num_params(cfg)):>9} {cfg.dim:>6} {cfg.n_layers:>6} {cfg.n_heads:>5} "
+              f"{cfg.kv_heads:>4} {cfg.ffn_hidden_dim:>6} {cfg.vocab_size:>6} {cfg.max_seq_len:>7}")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    fmt = "preset" if args.model in PRESETS and not Path(args.model).exists() else detect_format(args.model)
+    model, tokenizer, cfg = load_model(args.model)
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+    print(f"model:      {args.model}")
+    print(f"format:     {fmt}")
+    print(f"parameters: {num_params(cfg):,} ({_human(num_params(cfg))})")
+    print(f"dtype:      {', '.join(dtypes)}")
+    for key, value in cfg.to_dict().items():
+        print(f"  {key:<20} {value}")
+    print(f"  {'ffn_hidden_dim':<20} {cfg.ffn_hidden_dim}")
+    if tokenizer is None:
+        print("tokenizer:  none")
+    else:
+        print(f"tokenizer:  {tokenizer.vocab_size} pieces, bos {tokenizer.bos_id}, eos {tokenizer.eos_id}")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from llamafoundry.tokenizer import Tokenizer
+
+    if args.shards < 1:
+        raise UserError(f"--shards must be at least 1, got {args.shards}")
+    model, tokenizer, _ = load_model(args.source, max_seq_len=args.max_seq_len)
+    if args.tokenizer is not None:
+        tokenizer = Tokenizer(args.tokenizer)
+    if Path(args.dest).resolve() == Path(args.source).resolve():
+        raise UserError("the output folder is the source folder; choose another output path")
+    export(args.dest, model, tokenizer, args.to, dtype=args.dtype, shards=args.shards)
+    print(f"wrote {args.to} model to {args.dest}")
+
+
+def _human(n: int) -> str:
+    """One decimal, truncated as the paper reports sizes (65,285,660,672 parameters -> 65.2B)."""
+    for unit, scale in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= scale:
+            tenths = n * 10 // scale
+            return f"{tenths // 10}.{tenths % 10}{unit}"
+    return str(n)

@@ -1,0 +1,147 @@
+"""Model shapes: the `ModelConfig` dataclass and its named presets (paper Table 2, Llama-2, small CPU sizes).
+
+Nothing else lives here: no weights, no I/O. `model.py` imports this file and nothing else of ours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from llamafoundry.errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of a LLaMA-architecture transformer (names follow Meta's `params.json`)."""
+
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int | None = None  # None: multi-head attention (LLaMA-1); fewer: grouped-query (Llama-2 70B)
+    vocab_size: int = 32000
+    multiple_of: int = 256  # SwiGLU hidden size is rounded up to a multiple of this
+    ffn_dim_multiplier: float | None = None  # Llama-2 70B scales the SwiGLU hidden size by 1.3
+    hidden_dim: int | None = None  # explicit SwiGLU size, for imported models whose size no rule gives
+    norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    max_seq_len: int = 2048
+
+    def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem:
+            raise UserError(f"invalid model config: {problem}")
+
+    def _problem(self) -> str | None:
+        positive = ["dim", "n_layers", "n_heads", "vocab_size", "multiple_of", "max_seq_len"]
+        positive += [name for name in ("n_kv_heads", "hidden_dim") if getattr(self, name) is not None]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                return f"{name} must be a positive integer, got {value!r}"
+        if self.dim % self.n_heads:
+            return f"dim {self.dim} is not divisible by n_heads {self.n_heads}"
+        if self.n_heads % self.kv_heads:
+            return f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}"
+        if self.head_dim % 2:
+            return f"head_dim {self.head_dim} must be even for rotary embeddings"
+        return None
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def ffn_hidden_dim(self) -> int:
+        """Sec. 2.2: SwiGLU with 2/3 * 4d hidden units, rounded up to `multiple_of` (Meta's released rule)."""
+        if self.hidden_dim is not None:
+            return self.hidden_dim
+        hidden = int(2 * 4 * self.dim / 3)
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+
+    def replace(self, **changes: object) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown model config keys {unknown}; known keys are {sorted(known)}")
+        return cls(**values)
+
+
+def _paper(dim: int, n_layers: int, n_heads: int) -> ModelConfig:
+    """Table 2 of the paper; multiple_of 256 and eps 1e-6 as in Meta's released params.json."""
+    return ModelConfig(dim=dim, n_layers=n_layers, n_heads=n_heads, multiple_of=256, norm_eps=1e-6)
+
+
+def _llama2(dim: int, n_layers: int, n_heads: int, **kw: object) -> ModelConfig:
+    """Llama-2 (Touvron et al., 2023b): 4096 context, eps 1e-5; 70B uses grouped-query attention."""
+    return ModelConfig(dim=dim, n_layers=n_layers, n_heads=n_heads, norm_eps=1e-5, max_seq_len=4096, **kw)
+
+
+def _small(dim: int, n_layers: int, n_heads: int, vocab_size: int, max_seq_len: int) -> ModelConfig:
+    """CPU sizes for tests, the quickstart and benchmarks (counts include the untied output layer)."""
+    return ModelConfig(
+        dim=dim,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        vocab_size=vocab_size,
+        multiple_of=32,
+        norm_eps=1e-5,
+        max_seq_len=max_seq_len,
+    )
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "llama-7b": _paper(4096, 32, 32),
+    "llama-13b": _paper(5120, 40, 40),
+    "llama-33b": _paper(6656, 60, 52),
+    "llama-65b": _paper(8192, 80, 64),
+    "llama2-7b": _llama2(4096, 32, 32),
+    "llama2-13b": _llama2(5120, 40, 40),
+    "llama2-70b": _llama2(8192, 80, 64, n_kv_heads=8, ffn_dim_multiplier=1.3, multiple_of=4096),
+    "llama-1m": _small(128, 4, 4, vocab_size=512, max_seq_len=256),
+    "llama-15m": _small(320, 8, 8, vocab_size=8192, max_seq_len=512),
+    "llama-110m": _small(768, 12, 12, vocab_size=16384, max_seq_len=1024),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """The preset called `name`, or a UserError that lists the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UserError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None
+
+
+def num_params(cfg: ModelConfig) -> int:
+    """Exact parameter count, in closed form (no biases; untied embedding and output)."""
+    kv_dim = cfg.kv_heads * cfg.head_dim
+    attention = cfg.dim * cfg.dim * 2 + cfg.dim * kv_dim * 2  # wq, wo; wk, wv
+    feed_forward = 3 * cfg.dim * cfg.ffn_hidden_dim  # w1, w2, w3
+    norms = 2 * cfg.dim
+    embeddings = 2 * cfg.vocab_size * cfg.dim  # tok_embeddings + output
+    return cfg.n_layers * (attention + feed_forward + norms) + embeddings + cfg.dim
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float:
+    """Training FLOPs per token (forward + backward), the PaLM appendix B convention used for MFU.
+
+    6 FLOPs per parameter that multiplies an activation (the embedding lookup does not), plus the
+    attention score and value products, 12 * n_layers * dim * seq_len, counted without the causal
+    saving as PaLM, nanoGPT and torchtitan do.
+    """
+    seq_len = cfg.max_seq_len if seq_len is None else seq_len
+    matmul_params = num_params(cfg) - cfg.vocab_size * cfg.dim
+    return 6.0 * matmul_params + 12.0 * cfg.n_layers * cfg.dim * seq_len

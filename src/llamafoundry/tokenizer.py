@@ -1,0 +1,153 @@
+"""The paper's tokenizer (Sec. 2.1): SentencePiece BPE, digits split, byte fallback.
+
+`Tokenizer` loads any SentencePiece model, Meta's released `tokenizer.model` included, and encodes
+exactly as Meta's reference `llama/tokenizer.py` does (optional BOS, SentencePiece ids, optional EOS).
+`train_tokenizer` trains a new one with the trainer options recorded in Meta's file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import sentencepiece as spm
+
+from llamafoundry import fileio
+from llamafoundry.errors import UserError
+
+# Trainer options of Meta's released tokenizer.model, read from its trainer_spec and normalizer_spec.
+LLAMA_TRAINER_OPTIONS: dict[str, object] = {
+    "model_type": "bpe",
+    "character_coverage": 0.99995,
+    "split_digits": True,  # every digit its own token
+    "byte_fallback": True,  # unknown UTF-8 characters become byte tokens, never <unk>
+    "allow_whitespace_only_pieces": True,
+    "split_by_unicode_script": True,
+    "split_by_whitespace": True,
+    "split_by_number": True,
+    "max_sentencepiece_length": 16,
+    "max_sentence_length": 4192,
+    "unk_id": 0,
+    "bos_id": 1,
+    "eos_id": 2,
+    "pad_id": -1,
+    "normalization_rule_name": "identity",
+    "add_dummy_prefix": True,
+    "remove_extra_whitespaces": False,
+    "vocabulary_output_piece_score": True,
+    "hard_vocab_limit": True,
+}
+
+
+class Tokenizer:
+    """A SentencePiece model with LLaMA's special ids (unk 0, bos 1, eos 2, no pad)."""
+
+    def __init__(self, model_path: str | os.PathLike) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise UserError(f"tokenizer file {path} not found; pass a SentencePiece tokenizer.model")
+        self.path = path
+        self.sp = _load_processor(path.read_bytes(), str(path))
+
+    @classmethod
+    def from_bytes(cls, proto: bytes, name: str = "<bytes>") -> Tokenizer:
+        tok = cls.__new__(cls)
+        tok.path = None
+        tok.sp = _load_processor(proto, name)
+        return tok
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.vocab_size()
+
+    @property
+    def bos_id(self) -> int:
+        return self.sp.bos_id()
+
+    @property
+    def eos_id(self) -> int:
+        return self.sp.eos_id()
+
+    @property
+    def pad_id(self) -> int:
+        return self.sp.pad_id()
+
+    @property
+    def unk_id(self) -> int:
+        return self.sp.unk_id()
+
+    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
+        ids = self.sp.encode(text)
+        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+
+    def encode_batch(self, texts: Sequence[str], bos: bool = True, eos: bool = False) -> list[list[int]]:
+        """Encode many texts in one call (SentencePiece's C++ loop, much faster than one call each)."""
+        batch = self.sp.encode(list(texts))
+        return [([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else []) for ids in batch]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.sp.decode(list(ids))
+
+    def id_to_piece(self, token_id: int) -> str:
+        return self.sp.id_to_piece(token_id)
+
+    def serialized(self) -> bytes:
+        """The model file's bytes, to copy it into a model folder unchanged."""
+        return self.sp.serialized_model_proto()
+
+    def save(self, path: str | os.PathLike) -> None:
+        fileio.write_bytes(path, self.serialized())
+
+
+def _load_processor(proto: bytes, name: str) -> spm.SentencePieceProcessor:
+    sp = spm.SentencePieceProcessor()
+    try:
+        sp.LoadFromSerializedProto(proto)
+    except (RuntimeError, OSError) as exc:
+        raise UserError(f"{name} is not a valid SentencePiece model ({exc}); pass a tokenizer.model file") from None
+    return sp
+
+
+def train_tokenizer(
+    files: Iterable[str | os.PathLike],
+    output: str | os.PathLike,
+    vocab_size: int = 32000,
+    *,
+    input_sentence_size: int = 2_000_000,
+    num_threads: int | None = None,
+    seed: int = 0,
+) -> Tokenizer:
+    """Train a BPE tokenizer with the LLaMA trainer options on text files; write it to `output`.
+
+    Each line of each file is a training sentence. The result is written atomically: a failed run
+    leaves no file at `output`.
+    """
+    paths = [Path(f) for f in files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if not paths or missing:
+        raise UserError(f"tokenizer training files not found: {missing or 'none given'}")
+    if all(p.stat().st_size == 0 for p in paths):
+        raise UserError("tokenizer training files are all empty; give files with text")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    spm.set_random_generator_seed(seed)
+    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
+        prefix = os.path.join(tmp, "tokenizer")
+        try:
+            spm.SentencePieceTrainer.train(
+                input=[str(p) for p in paths],
+                model_prefix=prefix,
+                vocab_size=vocab_size,
+                input_sentence_size=input_sentence_size,
+                shuffle_input_sentence=True,
+                num_threads=num_threads or os.cpu_count() or 1,
+                minloglevel=2,
+                **LLAMA_TRAINER_OPTIONS,
+            )
+        except RuntimeError as exc:
+            raise UserError(f"tokenizer training failed: {str(exc).strip().splitlines()[-1]}") from None
+        os.replace(prefix + ".model", output)
+    return Tokenizer(output)
+
