@@ -35,7 +35,9 @@ class RMSNorm(nn.Module):
 # Rotary embeddings [GPTNeo]: each pair of channels (2i, 2i+1) of a query or key is rotated by an angle
 # proportional to its position (Su et al., 2021). Meta's code pairs *adjacent* channels; Hugging Face's
 # pairs the two halves, which is why converting to and from HF permutes the rows of wq and wk.
-def precompute_freqs_cis(head_dim: int, end: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def precompute_freqs_cis(
+    head_dim: int, end: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of position * theta^(-2i/head_dim), each of shape [end, head_dim // 2], in float32."""
     freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(end, dtype=torch.float32), freqs)
@@ -54,14 +56,23 @@ def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> t
 class KVCache(nn.Module):
     """Keys and values of the tokens seen so far, preallocated for `max_seq_len` positions."""
 
-    def __init__(self, batch: int, max_seq_len: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        batch: int,
+        max_seq_len: int,
+        n_kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__()
         shape = (batch, n_kv_heads, max_seq_len, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
-    def update(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k/v [B, H_kv, T, D] at positions `pos` [T]; return the whole cache (static shapes)."""
         self.k.index_copy_(2, pos, k.to(self.k.dtype))
         self.v.index_copy_(2, pos, v.to(self.v.dtype))
@@ -80,8 +91,14 @@ class Attention(nn.Module):
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
         self.cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor,
-                mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        pos: torch.Tensor,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         batch, seqlen, _ = x.shape
         # Head counts come from the tensors, so a tensor-parallel shard of wq/wk/wv runs this code unchanged.
         q = self.wq(x).view(batch, seqlen, -1, self.head_dim)
@@ -119,8 +136,14 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.ffn_norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos: torch.Tensor,
-                mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        pos: torch.Tensor,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x), cos, sin, pos, mask)
         return h + self.feed_forward(self.ffn_norm(h))
 
@@ -172,22 +195,31 @@ class Transformer(nn.Module):
         device = self.tok_embeddings.weight.device
         self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
 
-    def setup_cache(self, batch: int, max_seq_len: int | None = None, dtype: torch.dtype | None = None) -> None:
+    def setup_cache(
+        self, batch: int, max_seq_len: int | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         """Preallocate a KV cache for `batch` sequences of up to `max_seq_len` tokens."""
         max_seq_len = max_seq_len or self.cfg.max_seq_len
         if max_seq_len > self.cfg.max_seq_len:
             raise ValueError(f"cache of {max_seq_len} positions exceeds max_seq_len {self.cfg.max_seq_len}")
         weight = self.tok_embeddings.weight
         for layer in self.layers:
-            layer.attention.cache = KVCache(batch, max_seq_len, self.cfg.kv_heads, self.cfg.head_dim,
-                                            dtype or weight.dtype, weight.device)
+            layer.attention.cache = KVCache(
+                batch, max_seq_len, self.cfg.kv_heads, self.cfg.head_dim, dtype or weight.dtype, weight.device
+            )
 
     def clear_cache(self) -> None:
         for layer in self.layers:
             layer.attention.cache = None
 
-    def hidden(self, tokens: torch.Tensor, start_pos: int | torch.Tensor = 0, *,
-               positions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden(
+        self,
+        tokens: torch.Tensor,
+        start_pos: int | torch.Tensor = 0,
+        *,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The final normalised hidden states [B, T, dim], before the output projection."""
         seqlen = tokens.shape[1]
         pos = torch.arange(seqlen, device=tokens.device) + start_pos
@@ -202,6 +234,12 @@ class Transformer(nn.Module):
             h = layer(h, cos, sin, pos, mask)
         return self.norm(h)
 
-    def forward(self, tokens: torch.Tensor, start_pos: int | torch.Tensor = 0, *,
-                positions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        start_pos: int | torch.Tensor = 0,
+        *,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         return self.output(self.hidden(tokens, start_pos, positions=positions, mask=mask))

@@ -106,7 +106,9 @@ def _load_processor(proto: bytes, name: str) -> spm.SentencePieceProcessor:
     try:
         sp.LoadFromSerializedProto(proto)
     except (RuntimeError, OSError) as exc:
-        raise UserError(f"{name} is not a valid SentencePiece model ({exc}); pass a tokenizer.model file") from None
+        raise UserError(
+            f"{name} is not a valid SentencePiece model ({exc}); pass a tokenizer.model file"
+        ) from None
     return sp
 
 
@@ -150,4 +152,3 @@ def train_tokenizer(
             raise UserError(f"tokenizer training failed: {str(exc).strip().splitlines()[-1]}") from None
         os.replace(prefix + ".model", output)
     return Tokenizer(output)
-

@@ -41,8 +41,9 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path} is not a readable safetensors file ({exc}); it may be truncated: "
-                        "copy or export it again") from None
+        raise UserError(
+            f"{path} is not a readable safetensors file ({exc}); it may be truncated: copy or export it again"
+        ) from None
 
 
 def read_torch(path: Path) -> dict[str, torch.Tensor]:
@@ -50,15 +51,21 @@ def read_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises many types (UnpicklingError, RuntimeError, EOFError...)
-        raise UserError(f"{path} is not a readable PyTorch weights file ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}); it may be truncated") from None
+        raise UserError(
+            f"{path} is not a readable PyTorch weights file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); it may be truncated"
+        ) from None
     if not isinstance(state, dict):
         raise UserError(f"{path} does not hold a state dict of tensors")
     return state
 
 
-def build_model(cfg: ModelConfig, state: dict[str, torch.Tensor], where: str | os.PathLike,
-                dtype: torch.dtype | None = None) -> Transformer:
+def build_model(
+    cfg: ModelConfig,
+    state: dict[str, torch.Tensor],
+    where: str | os.PathLike,
+    dtype: torch.dtype | None = None,
+) -> Transformer:
     """A Transformer holding exactly `state`, checked name by name and shape by shape.
 
     The model is built on the meta device and takes the loaded tensors as they are (no random init,
@@ -71,17 +78,20 @@ def build_model(cfg: ModelConfig, state: dict[str, torch.Tensor], where: str | o
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         detail = "; ".join(
-            part for part in (
+            part
+            for part in (
                 f"missing {_few(missing)}" if missing else "",
                 f"unexpected {_few(unexpected)}" if unexpected else "",
-            ) if part
+            )
+            if part
         )
         raise UserError(f"{where}: weights do not fit the config ({detail})")
     for name, tensor in expected.items():
         got = tuple(state[name].shape)
         if got != tuple(tensor.shape):
-            raise UserError(f"{where}: tensor {name} has shape {got}, but the config expects "
-                            f"{tuple(tensor.shape)}")
+            raise UserError(
+                f"{where}: tensor {name} has shape {got}, but the config expects {tuple(tensor.shape)}"
+            )
     if dtype is not None:
         state = {name: t.to(dtype) for name, t in state.items()}
     model.load_state_dict(state, strict=True, assign=True)

@@ -25,8 +25,10 @@ def detect_format(path: str | os.PathLike) -> str:
     """'native', 'meta', 'hf' or 'llama2c', from the files at `path`; a UserError otherwise."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{path} does not exist; give a model folder, a llama2.c .bin file or a preset "
-                        f"({', '.join(PRESETS)})")
+        raise UserError(
+            f"{path} does not exist; give a model folder, a llama2.c .bin file or a preset "
+            f"({', '.join(PRESETS)})"
+        )
     if path.is_file():
         if is_llama2c(path):
             return "llama2c"
@@ -37,8 +39,10 @@ def detect_format(path: str | os.PathLike) -> str:
         return "meta"
     if is_hf(path):
         return "hf"
-    raise UserError(f"{path} is not a model folder we know: expected config.json + model.safetensors (ours), "
-                    "params.json + consolidated.*.pth (Meta) or a LlamaForCausalLM config.json (Hugging Face)")
+    raise UserError(
+        f"{path} is not a model folder we know: expected config.json + model.safetensors (ours), "
+        "params.json + consolidated.*.pth (Meta) or a LlamaForCausalLM config.json (Hugging Face)"
+    )
 
 
 def load_model(
@@ -70,25 +74,36 @@ def load_model(
         else:
             loader = {"native": load_native, "meta": load_meta, "hf": load_hf}[fmt]
             model, tokenizer, cfg = loader(path, torch_dtype, max_seq_len)
-        if tokenizer is not None and tokenizer.vocab_size > cfg.vocab_size:
-            raise UserError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
-                            f"{cfg.vocab_size}; the folder mixes files of different models")
+        _check_vocab(tokenizer, cfg, f"{path}: the folder mixes files of different models")
     if device is not None:
         model = model.to(device)
         model.reset_rope()
     return model.eval(), tokenizer, cfg
 
 
-def save_model(folder: str | os.PathLike, model: Transformer, tokenizer: Tokenizer | None = None,
-               dtype: str | torch.dtype | None = None) -> Path:
+def save_model(
+    folder: str | os.PathLike,
+    model: Transformer,
+    tokenizer: Tokenizer | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> Path:
     """Write our native folder (config.json, model.safetensors, tokenizer.model)."""
+    _check_vocab(tokenizer, model.cfg, "pass the tokenizer the model was trained with")
     return save_native(folder, model, tokenizer, parse_dtype(dtype))
 
 
-def export(folder: str | os.PathLike, model: Transformer, tokenizer: Tokenizer | None = None,
-           format: str = "native", *, dtype: str | torch.dtype | None = None, shards: int = 1) -> Path:
+def export(
+    folder: str | os.PathLike,
+    model: Transformer,
+    tokenizer: Tokenizer | None = None,
+    format: str = "native",
+    *,
+    dtype: str | torch.dtype | None = None,
+    shards: int = 1,
+) -> Path:
     """Write `model` as a folder of `format`: 'native', 'meta' (`shards` model-parallel files) or 'hf'."""
     torch_dtype = parse_dtype(dtype)
+    _check_vocab(tokenizer, model.cfg, "pass the tokenizer the model was trained with")
     if format == "native":
         return save_native(folder, model, tokenizer, torch_dtype)
     if format == "meta":
@@ -96,3 +111,11 @@ def export(folder: str | os.PathLike, model: Transformer, tokenizer: Tokenizer |
     if format == "hf":
         return save_hf(folder, model, tokenizer, torch_dtype)
     raise UserError(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+
+
+def _check_vocab(tokenizer: Tokenizer | None, cfg: ModelConfig, fix: str) -> None:
+    if tokenizer is not None and tokenizer.vocab_size > cfg.vocab_size:
+        raise UserError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary only "
+            f"{cfg.vocab_size}: {fix}"
+        )

@@ -13,7 +13,14 @@ import torch
 from safetensors.torch import save_file
 
 from llamafoundry import fileio
-from llamafoundry.checkpoint.common import build_model, load_tokenizer_if_present, read_json, read_safetensors, read_torch
+from llamafoundry.checkpoint.common import (
+    build_model,
+    load_tokenizer_if_present,
+    read_json,
+    read_safetensors,
+    read_torch,
+)
+from llamafoundry.checkpoint.hf_tokenizer import tokenizer_json
 from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
@@ -31,8 +38,11 @@ _LAYER_NAMES = {  # ours (Meta's) -> HF's, inside model.layers.N
     "attention_norm.weight": "input_layernorm.weight",
     "ffn_norm.weight": "post_attention_layernorm.weight",
 }
-_TOP_NAMES = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
-              "output.weight": "lm_head.weight"}
+_TOP_NAMES = {
+    "tok_embeddings.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
 
 
 def permute_to_hf(w: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -105,7 +115,9 @@ def config_from_hf(values: dict, where: Path) -> ModelConfig:
     if values.get("hidden_act", "silu") != "silu":
         unsupported.append(f"hidden_act {values['hidden_act']!r}")
     if unsupported:
-        raise UserError(f"{where}: this Llama variant is not the LLaMA architecture ({', '.join(unsupported)})")
+        raise UserError(
+            f"{where}: this Llama variant is not the LLaMA architecture ({', '.join(unsupported)})"
+        )
     try:
         kv_heads = values.get("num_key_value_heads") or heads
         return ModelConfig(
@@ -140,8 +152,9 @@ def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"{folder}: no model.safetensors, {INDEX} or pytorch_model.bin")
 
 
-def load_hf(folder: Path, dtype: torch.dtype | None = None,
-            max_seq_len: int | None = None) -> tuple[Transformer, Tokenizer | None, ModelConfig]:
+def load_hf(
+    folder: Path, dtype: torch.dtype | None = None, max_seq_len: int | None = None
+) -> tuple[Transformer, Tokenizer | None, ModelConfig]:
     values = read_json(folder / "config.json")
     cfg = config_from_hf(values, folder)
     if max_seq_len:
@@ -180,18 +193,38 @@ def hf_config(cfg: ModelConfig, dtype: torch.dtype, tokenizer: Tokenizer | None)
 
 
 def tokenizer_files(tokenizer: Tokenizer, max_seq_len: int) -> dict[str, dict]:
-    """tokenizer_config.json and special_tokens_map.json for a SentencePiece LlamaTokenizer."""
-    special = {"bos_token": tokenizer.id_to_piece(tokenizer.bos_id),
-               "eos_token": tokenizer.id_to_piece(tokenizer.eos_id),
-               "unk_token": tokenizer.id_to_piece(tokenizer.unk_id)}
-    config = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
-              "legacy": True, "model_max_length": max_seq_len, "clean_up_tokenization_spaces": False,
-              "pad_token": None, **special}
-    return {"tokenizer_config.json": config, "special_tokens_map.json": special}
+    """tokenizer.json (exact SentencePiece behaviour, see hf_tokenizer.py) and its configs.
+
+    The class is the generic `PreTrainedTokenizerFast`: transformers' `LlamaTokenizer` would rebuild the
+    pipeline from the vocabulary and lose SentencePiece's whitespace handling.
+    """
+    special = {
+        "bos_token": tokenizer.id_to_piece(tokenizer.bos_id),
+        "eos_token": tokenizer.id_to_piece(tokenizer.eos_id),
+        "unk_token": tokenizer.id_to_piece(tokenizer.unk_id),
+    }
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "model_max_length": max_seq_len,
+        "clean_up_tokenization_spaces": False,
+        **special,
+    }
+    return {
+        "tokenizer.json": tokenizer_json(tokenizer),
+        "tokenizer_config.json": config,
+        "special_tokens_map.json": special,
+    }
 
 
-def save_hf(folder: str | Path, model: Transformer, tokenizer: Tokenizer | None = None,
-            dtype: torch.dtype | None = None, max_shard_bytes: int = 5 * 2**30) -> Path:
+def save_hf(
+    folder: str | Path,
+    model: Transformer,
+    tokenizer: Tokenizer | None = None,
+    dtype: torch.dtype | None = None,
+    max_shard_bytes: int = 5 * 2**30,
+) -> Path:
     """Write a folder that `LlamaForCausalLM.from_pretrained` loads, sharded above `max_shard_bytes`."""
     folder = Path(folder)
     cfg = model.cfg
@@ -211,8 +244,10 @@ def save_hf(folder: str | Path, model: Transformer, tokenizer: Tokenizer | None 
             total = sum(t.numel() * t.element_size() for t in hf_state.values())
             fileio.write_json(tmp / INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})
         fileio.write_json(tmp / "config.json", hf_config(cfg, out_dtype, tokenizer))
-        generation = {"bos_token_id": tokenizer.bos_id if tokenizer else 1,
-                      "eos_token_id": tokenizer.eos_id if tokenizer else 2}
+        generation = {
+            "bos_token_id": tokenizer.bos_id if tokenizer else 1,
+            "eos_token_id": tokenizer.eos_id if tokenizer else 2,
+        }
         fileio.write_json(tmp / "generation_config.json", generation)
         if tokenizer is not None:
             fileio.write_bytes(tmp / "tokenizer.model", tokenizer.serialized())

@@ -34,8 +34,15 @@ def read_header(path: Path) -> tuple[int, ...] | None:
         return None
     header = tuple(int(x) for x in np.frombuffer(raw, dtype="<i4"))
     dim, hidden, layers, heads, kv_heads, vocab, seq_len = header
-    plausible = (0 < dim <= 65536 and 0 < hidden <= 4 * 65536 and 0 < layers <= 1024 and 0 < heads <= dim
-                 and 0 < kv_heads <= heads and 0 < abs(vocab) <= 1 << 20 and 0 < seq_len <= 1 << 20)
+    plausible = (
+        0 < dim <= 65536
+        and 0 < hidden <= 4 * 65536
+        and 0 < layers <= 1024
+        and 0 < heads <= dim
+        and 0 < kv_heads <= heads
+        and 0 < abs(vocab) <= 1 << 20
+        and 0 < seq_len <= 1 << 20
+    )
     return header if plausible else None
 
 
@@ -47,13 +54,21 @@ def _layout(cfg: ModelConfig, shared: bool) -> list[tuple[str, tuple[int, ...]]]
     """(name, shape) of each tensor in file order; names ending in '*' repeat per layer."""
     d, h, kv = cfg.dim, cfg.ffn_hidden_dim, cfg.kv_heads * cfg.head_dim
     rope = (cfg.max_seq_len, cfg.head_dim // 2)
-    layout = [("tok_embeddings.weight", (cfg.vocab_size, d)),
-              ("attention_norm.weight*", (d,)), ("attention.wq.weight*", (d, d)),
-              ("attention.wk.weight*", (kv, d)), ("attention.wv.weight*", (kv, d)),
-              ("attention.wo.weight*", (d, d)), ("ffn_norm.weight*", (d,)),
-              ("feed_forward.w1.weight*", (h, d)), ("feed_forward.w2.weight*", (d, h)),
-              ("feed_forward.w3.weight*", (h, d)), ("norm.weight", (d,)),
-              ("rope.real", rope), ("rope.imag", rope)]
+    layout = [
+        ("tok_embeddings.weight", (cfg.vocab_size, d)),
+        ("attention_norm.weight*", (d,)),
+        ("attention.wq.weight*", (d, d)),
+        ("attention.wk.weight*", (kv, d)),
+        ("attention.wv.weight*", (kv, d)),
+        ("attention.wo.weight*", (d, d)),
+        ("ffn_norm.weight*", (d,)),
+        ("feed_forward.w1.weight*", (h, d)),
+        ("feed_forward.w2.weight*", (d, h)),
+        ("feed_forward.w3.weight*", (h, d)),
+        ("norm.weight", (d,)),
+        ("rope.real", rope),
+        ("rope.imag", rope),
+    ]
     if not shared:
         layout.append(("output.weight", (cfg.vocab_size, d)))
     return layout
@@ -65,20 +80,30 @@ def load_llama2c(path: Path, dtype: torch.dtype | None = None) -> tuple[Transfor
         raise UserError(f"{path} is not a llama2.c checkpoint (its 28-byte header is not plausible)")
     dim, hidden, layers, heads, kv_heads, vocab, seq_len = header
     shared = vocab > 0
-    cfg = ModelConfig(dim=dim, n_layers=layers, n_heads=heads, n_kv_heads=None if kv_heads == heads else kv_heads,
-                      vocab_size=abs(vocab), hidden_dim=hidden, norm_eps=1e-5, max_seq_len=seq_len)
+    cfg = ModelConfig(
+        dim=dim,
+        n_layers=layers,
+        n_heads=heads,
+        n_kv_heads=None if kv_heads == heads else kv_heads,
+        vocab_size=abs(vocab),
+        hidden_dim=hidden,
+        norm_eps=1e-5,
+        max_seq_len=seq_len,
+    )
     layout = _layout(cfg, shared)
     expected = sum(int(np.prod(shape)) * (layers if name.endswith("*") else 1) for name, shape in layout)
     data = np.memmap(path, dtype="<f4", mode="r", offset=HEADER_BYTES)
     if data.size != expected:
-        raise UserError(f"{path} holds {data.size} floats after its header but its header implies {expected}; "
-                        "the file is truncated or not a legacy llama2.c checkpoint")
+        raise UserError(
+            f"{path} holds {data.size} floats after its header but its header implies {expected}; "
+            "the file is truncated or not a legacy llama2.c checkpoint"
+        )
     state: dict[str, torch.Tensor] = {}
     offset = 0
     for name, shape in layout:
         count = int(np.prod(shape))
         for layer in range(layers if name.endswith("*") else 1):
-            tensor = torch.from_numpy(np.array(data[offset:offset + count])).view(shape)
+            tensor = torch.from_numpy(np.array(data[offset : offset + count])).view(shape)
             offset += count
             if name.endswith("*"):
                 state[f"layers.{layer}.{name[:-1]}"] = tensor

@@ -22,8 +22,14 @@ from llamafoundry.tokenizer import Tokenizer
 
 PARAMS = "params.json"
 _SHARD = re.compile(r"consolidated\.(\d+)\.pth")
-_COLUMN_PARALLEL = ("attention.wq.weight", "attention.wk.weight", "attention.wv.weight",
-                    "feed_forward.w1.weight", "feed_forward.w3.weight", "output.weight")
+_COLUMN_PARALLEL = (
+    "attention.wq.weight",
+    "attention.wk.weight",
+    "attention.wv.weight",
+    "feed_forward.w1.weight",
+    "feed_forward.w3.weight",
+    "output.weight",
+)
 _ROW_PARALLEL = ("attention.wo.weight", "feed_forward.w2.weight", "tok_embeddings.weight")
 
 
@@ -49,20 +55,51 @@ def is_meta(folder: Path) -> bool:
 
 
 def config_from_params(params: dict, vocab_size: int, max_seq_len: int) -> ModelConfig:
-    keys = ("dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "ffn_dim_multiplier", "norm_eps",
-            "rope_theta")
+    keys = (
+        "dim",
+        "n_layers",
+        "n_heads",
+        "n_kv_heads",
+        "multiple_of",
+        "ffn_dim_multiplier",
+        "norm_eps",
+        "rope_theta",
+    )
     values = {k: params[k] for k in keys if params.get(k) is not None}
     return ModelConfig(vocab_size=vocab_size, max_seq_len=max_seq_len, **values)
 
 
+def ffn_params(cfg: ModelConfig) -> tuple[int, float | None]:
+    """multiple_of and ffn_dim_multiplier that make Meta's sizing rule give our SwiGLU hidden size.
+
+    params.json cannot state the hidden size itself, and imported models (HF, llama2.c) may carry any.
+    """
+    candidates = [(m, cfg.ffn_dim_multiplier) for m in (cfg.multiple_of, 256, 128, 64, 32, 16, 8, 4, 2, 1)]
+    candidates.append((1, cfg.ffn_hidden_dim / int(2 * 4 * cfg.dim / 3)))
+    for multiple_of, multiplier in candidates:
+        trial = cfg.replace(hidden_dim=None, multiple_of=multiple_of, ffn_dim_multiplier=multiplier)
+        if trial.ffn_hidden_dim == cfg.ffn_hidden_dim:
+            return multiple_of, multiplier
+    raise UserError(
+        f"no multiple_of/ffn_dim_multiplier in params.json gives the hidden size {cfg.ffn_hidden_dim}"
+    )
+
+
 def params_from_config(cfg: ModelConfig) -> dict:
     """params.json as Meta writes it; keys Meta's ModelArgs would not accept are left out."""
-    params = {"dim": cfg.dim, "multiple_of": cfg.multiple_of, "n_heads": cfg.n_heads, "n_layers": cfg.n_layers,
-              "norm_eps": cfg.norm_eps, "vocab_size": cfg.vocab_size}
+    multiple_of, multiplier = ffn_params(cfg)
+    params = {
+        "dim": cfg.dim,
+        "multiple_of": multiple_of,
+        "n_heads": cfg.n_heads,
+        "n_layers": cfg.n_layers,
+        "norm_eps": cfg.norm_eps,
+        "vocab_size": cfg.vocab_size,
+    }
     if cfg.n_kv_heads is not None:
         params["n_kv_heads"] = cfg.n_kv_heads
-    if cfg.ffn_dim_multiplier is not None:
-        params["ffn_dim_multiplier"] = cfg.ffn_dim_multiplier
+    if multiplier is not None:
+        params["ffn_dim_multiplier"] = multiplier
     if cfg.rope_theta != 10000.0:
         params["rope_theta"] = cfg.rope_theta
     return params
@@ -84,15 +121,18 @@ def split_state(state: dict[str, torch.Tensor], n_shards: int) -> list[dict[str,
     for name, tensor in state.items():
         dim = split_dim(name)
         if dim is not None and tensor.shape[dim] % n_shards:
-            raise UserError(f"cannot split {name} {tuple(tensor.shape)} into {n_shards} model-parallel shards")
+            raise UserError(
+                f"cannot split {name} {tuple(tensor.shape)} into {n_shards} model-parallel shards"
+            )
         parts = [tensor] * n_shards if dim is None else torch.chunk(tensor, n_shards, dim=dim)
-        for shard, part in zip(shards, parts):
+        for shard, part in zip(shards, parts, strict=True):
             shard[name] = part.contiguous().clone()
     return shards
 
 
-def load_meta(folder: Path, dtype: torch.dtype | None = None,
-              max_seq_len: int | None = None) -> tuple[Transformer, Tokenizer | None, ModelConfig]:
+def load_meta(
+    folder: Path, dtype: torch.dtype | None = None, max_seq_len: int | None = None
+) -> tuple[Transformer, Tokenizer | None, ModelConfig]:
     params = read_json(folder / PARAMS)
     files = shard_files(folder)
     state = merge_shards([read_torch(f) for f in files])
@@ -105,8 +145,13 @@ def load_meta(folder: Path, dtype: torch.dtype | None = None,
     return model, load_tokenizer_if_present(folder), cfg
 
 
-def save_meta(folder: str | Path, model: Transformer, tokenizer: Tokenizer | None = None, n_shards: int = 1,
-              dtype: torch.dtype | None = None) -> Path:
+def save_meta(
+    folder: str | Path,
+    model: Transformer,
+    tokenizer: Tokenizer | None = None,
+    n_shards: int = 1,
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Write Meta's layout with `n_shards` model-parallel files, atomically."""
     folder = Path(folder)
     state = {name: t.detach().to(dtype or t.dtype).cpu() for name, t in model.state_dict().items()}

@@ -23,22 +23,31 @@ def is_native(folder: Path) -> bool:
     return config.is_file() and read_json(config).get("format") == FORMAT
 
 
-def save_native(folder: str | Path, model: Transformer, tokenizer: Tokenizer | None = None,
-                dtype: torch.dtype | None = None) -> Path:
+def save_native(
+    folder: str | Path,
+    model: Transformer,
+    tokenizer: Tokenizer | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Write `model` (and its tokenizer) as a native folder, atomically: all of it or nothing."""
     folder = Path(folder)
-    state = {name: t.detach().to(dtype or t.dtype).contiguous().cpu() for name, t in model.state_dict().items()}
+    state = {
+        name: t.detach().to(dtype or t.dtype).contiguous().cpu() for name, t in model.state_dict().items()
+    }
     with fileio.atomic_dir(folder) as tmp:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        fileio.write_json(tmp / CONFIG, {"format": FORMAT, "llamafoundry_version": __version__,
-                                         "model": model.cfg.to_dict()})
+        fileio.write_json(
+            tmp / CONFIG,
+            {"format": FORMAT, "llamafoundry_version": __version__, "model": model.cfg.to_dict()},
+        )
         if tokenizer is not None:
             fileio.write_bytes(tmp / TOKENIZER, tokenizer.serialized())
     return folder
 
 
-def load_native(folder: Path, dtype: torch.dtype | None = None,
-                max_seq_len: int | None = None) -> tuple[Transformer, Tokenizer | None, ModelConfig]:
+def load_native(
+    folder: Path, dtype: torch.dtype | None = None, max_seq_len: int | None = None
+) -> tuple[Transformer, Tokenizer | None, ModelConfig]:
     meta = read_json(folder / CONFIG)
     if not isinstance(meta.get("model"), dict):
         raise UserError(f"{folder / CONFIG} has no 'model' section; re-export the folder")

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("convert", help="convert a model between folder formats")
     p.add_argument("source", help="model folder (ours, Meta, Hugging Face), llama2.c .bin, or preset name")
     p.add_argument("dest", help="output folder (or .gguf file with --to gguf)")
-    p.add_argument("--to", default="native", help=f"output format: {', '.join(EXPORT_FORMATS)} (default native)")
+    p.add_argument(
+        "--to", default="native", help=f"output format: {', '.join(EXPORT_FORMATS)} (default native)"
+    )
     p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: as loaded)")
     p.add_argument("--shards", type=int, default=1, help="model-parallel shards for --to meta (default 1)")
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.model to include")
@@ -31,11 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
-    print(f"{'preset':<12} {'params':>9} {'dim':>6} {'layers':>6} {'heads':>5} {'kv':>4} {'ffn':>6} "
-          f"{'vocab':>6} {'context':>7}")
+    print(
+        f"{'preset':<12} {'params':>9} {'dim':>6} {'layers':>6} {'heads':>5} {'kv':>4} {'ffn':>6} "
+        f"{'vocab':>6} {'context':>7}"
+    )
     for name, cfg in PRESETS.items():
-        print(f"{name:<12} {_human(num_params(cfg)):>9} {cfg.dim:>6} {cfg.n_layers:>6} {cfg.n_heads:>5} "
-              f"{cfg.kv_heads:>4} {cfg.ffn_hidden_dim:>6} {cfg.vocab_size:>6} {cfg.max_seq_len:>7}")
+        print(
+            f"{name:<12} {_human(num_params(cfg)):>9} {cfg.dim:>6} {cfg.n_layers:>6} {cfg.n_heads:>5} "
+            f"{cfg.kv_heads:>4} {cfg.ffn_hidden_dim:>6} {cfg.vocab_size:>6} {cfg.max_seq_len:>7}"
+        )
 
 
 def cmd_info(args: argparse.Namespace) -> None:

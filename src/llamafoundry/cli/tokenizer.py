@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+", type=Path, help="text files, one training sentence per line")
     p.add_argument("--output", "-o", type=Path, required=True, help="where to write tokenizer.model")
     p.add_argument("--vocab-size", type=int, default=32000, help="vocabulary size (paper: 32000)")
-    p.add_argument("--input-sentence-size", type=int, default=2_000_000, help="sentences sampled for training")
+    p.add_argument(
+        "--input-sentence-size", type=int, default=2_000_000, help="sentences sampled for training"
+    )
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("encode", help="show the tokens of a text")
@@ -26,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from llamafoundry.tokenizer import train_tokenizer
 
-    tok = train_tokenizer(args.files, args.output, args.vocab_size, input_sentence_size=args.input_sentence_size)
+    tok = train_tokenizer(
+        args.files, args.output, args.vocab_size, input_sentence_size=args.input_sentence_size
+    )
     print(f"wrote {args.output} ({tok.vocab_size} pieces)")
 
 

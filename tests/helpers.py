@@ -1,0 +1,53 @@
+"""Small builders shared by tests (not fixtures: plain functions, imported where used)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+
+from llamafoundry.config import ModelConfig
+from llamafoundry.model import Transformer
+
+# A LLaMA-1 shaped config (multi-head attention) and a Llama-2 70B shaped one (grouped-query), both tiny.
+MHA = ModelConfig(dim=64, n_layers=2, n_heads=4, vocab_size=96, multiple_of=32, max_seq_len=64)
+GQA = ModelConfig(
+    dim=64,
+    n_layers=2,
+    n_heads=8,
+    n_kv_heads=2,
+    vocab_size=96,
+    multiple_of=32,
+    max_seq_len=64,
+    rope_theta=500.0,
+    norm_eps=1e-5,
+)
+
+
+def random_model(cfg: ModelConfig = MHA, seed: int = 0) -> Transformer:
+    """A model with random weights, norm gains included (so a wrong norm mapping cannot pass)."""
+    torch.manual_seed(seed)
+    model = Transformer(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `llamafoundry ARGS` in a fresh interpreter, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "llamafoundry.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A user error: non-zero exit, one line on stderr naming the problem, no traceback."""
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
