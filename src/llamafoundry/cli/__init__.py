@@ -14,7 +14,7 @@ from llamafoundry import __version__
 from llamafoundry.errors import UserError
 
 # Modules of llamafoundry.cli, each registering its commands, in the order `--help` lists them.
-COMMAND_MODULES = ["models", "tokenizer"]
+COMMAND_MODULES = ["models", "tokenizer", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     try:
         result = args.func(args)
     except UserError as exc:

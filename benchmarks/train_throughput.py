@@ -1,0 +1,102 @@
+"""Training throughput: our trainer's step vs HF transformers' LlamaForCausalLM, same shape, same run.
+
+Shape (issue 3): dim 512, 8 layers, 8 heads, vocab 32000, batch 8 x 512 tokens; AdamW with the paper's
+settings for both; the same threads; fp32 and bf16 autocast. Prints tokens/s, MFU against the matmul
+peak measured here for each precision, and ours/HF ratios.
+
+    python benchmarks/train_throughput.py [--steps 6] [--threads 2] [--compile auto|on|off]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from llamafoundry.config import ModelConfig, flops_per_token
+from llamafoundry.model import Transformer
+from llamafoundry.train.metrics import measure_matmul_flops
+from llamafoundry.train.optim import OptimConfig, build_optimizer, clip_grad_norm
+from llamafoundry.train.parallel import compile_for_training
+from llamafoundry.train.trainer import autocast, lm_loss
+
+SHAPE = ModelConfig(dim=512, n_layers=8, n_heads=8, vocab_size=32000, multiple_of=256, max_seq_len=512)
+BATCH, SEQ = 8, 512
+
+
+def hf_model() -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=SHAPE.dim,
+        intermediate_size=SHAPE.ffn_hidden_dim,
+        num_hidden_layers=SHAPE.n_layers,
+        num_attention_heads=SHAPE.n_heads,
+        num_key_value_heads=SHAPE.n_heads,
+        vocab_size=SHAPE.vocab_size,
+        max_position_embeddings=SEQ + 1,
+        rms_norm_eps=SHAPE.norm_eps,
+        tie_word_embeddings=False,
+    )
+    config._attn_implementation = "sdpa"
+    return LlamaForCausalLM(config).train()
+
+
+def time_steps(model: torch.nn.Module, loss_fn, precision: torch.dtype, steps: int) -> float:
+    """Seconds per optimizer step (the median of `steps`, after two warm-up steps)."""
+    optimizer = build_optimizer(model, OptimConfig())
+    batch = torch.randint(0, SHAPE.vocab_size, (BATCH, SEQ + 1))
+    times = []
+    for i in range(steps + 2):
+        start = time.perf_counter()
+        with autocast(torch.device("cpu"), precision):
+            loss = loss_fn(model, batch)
+        loss.backward()
+        clip_grad_norm(model, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def hf_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    return model(input_ids=batch, labels=batch).loss  # HF shifts the labels itself: L predictions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    fpt = flops_per_token(SHAPE, SEQ)
+    tokens = BATCH * SEQ
+    print(
+        f"shape: dim {SHAPE.dim}, {SHAPE.n_layers} layers, {SHAPE.n_heads} heads, vocab {SHAPE.vocab_size}, "
+        f"batch {BATCH} x {SEQ}; {args.threads} threads; {fpt / 1e6:.0f} MFLOP/token"
+    )
+    print(
+        f"{'precision':<10} {'peak GFLOP/s':>12} {'HF tok/s':>9} {'HF MFU':>7} {'ours tok/s':>10} {'ours MFU':>8} "
+        f"{'ratio':>6}"
+    )
+    for precision in (torch.float32, torch.bfloat16):
+        peak = measure_matmul_flops(precision)
+        torch.manual_seed(0)
+        hf = time_steps(hf_model(), hf_loss, precision, args.steps)
+        torch.manual_seed(0)
+        ours_model = Transformer(SHAPE).train()
+        ours_model = compile_for_training(ours_model, args.compile)
+        ours = time_steps(ours_model, lm_loss, precision, args.steps)
+        name = str(precision).removeprefix("torch.")
+        hf_tps, our_tps = tokens / hf, tokens / ours
+        print(
+            f"{name:<10} {peak / 1e9:>12.0f} {hf_tps:>9.0f} {hf_tps * fpt / peak:>7.1%} {our_tps:>10.0f} "
+            f"{our_tps * fpt / peak:>8.1%} {hf / ours:>6.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

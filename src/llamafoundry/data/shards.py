@@ -1,0 +1,269 @@
+"""Token shards: documents tokenized once, stored as flat arrays the loader memory-maps.
+
+Layout of a shard folder:
+
+    manifest.json                 tokenizer, dtype, and per split / source / shard: tokens, documents, sha256
+    train/<source>/00000.bin      raw little-endian uint16 (vocab <= 65536) or uint32 token ids
+    val/<source>/00000.bin
+
+Each document is stored as BOS + its tokens + EOS, so a window cut anywhere sees documents joined by
+EOS (Sec. 2.1: every document is tokenized with the paper's tokenizer; no padding is ever trained on).
+A document goes to the validation split by a hash of its id, so the split is stable across re-runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from llamafoundry import fileio
+from llamafoundry.errors import UserError
+from llamafoundry.tokenizer import Tokenizer
+
+MANIFEST = "manifest.json"
+SPLITS = ("train", "val")
+_BATCH_DOCS = 256  # documents encoded per SentencePiece call
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: str  # relative to the shard folder
+    tokens: int
+    documents: int
+    sha256: str
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
+
+
+def iter_texts(path: Path, doc_separator: str | None = None) -> Iterator[tuple[str, str]]:
+    """(doc id, text) of every document in a .jsonl, .jsonl.gz, .jsonl.zst or plain text file.
+
+    JSON lines need a "text" field (and may carry an "id"); a plain text file is one document, or
+    several when `doc_separator` (e.g. TinyStories' "<|endoftext|>") is given.
+    """
+    name = path.name
+    if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.zst", ".json.gz")):
+        with _open_text(path) as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    text = record["text"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise UserError(f"{path}:{lineno} is not a JSON object with a 'text' field") from None
+                yield str(record.get("id", f"{name}:{lineno}")), text
+        return
+    with _open_text(path) as f:
+        text = f.read()
+    parts = text.split(doc_separator) if doc_separator else [text]
+    for i, part in enumerate(parts):
+        if part.strip():
+            yield f"{name}:{i}", part.strip("\n")
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    try:
+        if path.name.endswith(".zst"):
+            import zstandard
+
+            return zstandard.open(path, "rt", encoding="utf-8", errors="strict")
+        if path.name.endswith(".gz"):
+            return gzip.open(path, "rt", encoding="utf-8", errors="strict")
+        return open(path, encoding="utf-8", errors="strict")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def is_val(doc_id: str, val_fraction: float) -> bool:
+    """Stable held-out assignment from a hash of the document id."""
+    digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64 < val_fraction
+
+
+@dataclass(frozen=True)
+class _Job:
+    tokenizer: str
+    input: str
+    output: str
+    source: str
+    stem: str
+    val_fraction: float
+    doc_separator: str | None
+
+
+def _tokenize_job(job: _Job) -> dict[str, dict]:
+    """Worker: tokenize one input file into one train shard and one val shard."""
+    tok = Tokenizer(job.tokenizer)
+    dtype = token_dtype(tok.vocab_size)
+    writers = {
+        split: _ShardWriter(Path(job.output) / split / job.source, job.stem, dtype) for split in SPLITS
+    }
+    try:
+        batch: list[tuple[str, str]] = []
+        for doc in iter_texts(Path(job.input), job.doc_separator):
+            batch.append(doc)
+            if len(batch) == _BATCH_DOCS:
+                _write_batch(tok, batch, writers, job.val_fraction)
+                batch = []
+        _write_batch(tok, batch, writers, job.val_fraction)
+    except BaseException as exc:
+        for writer in writers.values():
+            writer.abort()
+        if isinstance(exc, UnicodeDecodeError):
+            raise UserError(
+                f"{job.input} is not valid UTF-8 ({exc.reason} at byte {exc.start}); fix or drop the file"
+            ) from None
+        raise
+    return {split: writer.close() for split, writer in writers.items()}
+
+
+def _write_batch(tok: Tokenizer, batch: list[tuple[str, str]], writers: dict, val_fraction: float) -> None:
+    if not batch:
+        return
+    encoded = tok.encode_batch([text for _, text in batch], bos=True, eos=True)
+    for (doc_id, _), ids in zip(batch, encoded, strict=True):
+        writers["val" if is_val(doc_id, val_fraction) else "train"].add(ids)
+
+
+class _ShardWriter:
+    """Appends token arrays to `<folder>/<stem>.bin.tmp`, hashing as it goes."""
+
+    def __init__(self, folder: Path, stem: str, dtype: np.dtype) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{stem}.bin"
+        self.tmp = folder / f".{stem}.bin.tmp"
+        self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed by close() or abort()
+        self.hash = hashlib.sha256()
+        self.dtype, self.tokens, self.documents = dtype, 0, 0
+
+    def add(self, ids: Sequence[int]) -> None:
+        data = np.asarray(ids, dtype=self.dtype).tobytes()
+        self.file.write(data)
+        self.hash.update(data)
+        self.tokens += len(ids)
+        self.documents += 1
+
+    def close(self) -> dict:
+        self.file.close()
+        if self.tokens == 0:
+            self.tmp.unlink()
+            return {"tokens": 0, "documents": 0}
+        os.replace(self.tmp, self.path)
+        return {"tokens": self.tokens, "documents": self.documents, "sha256": self.hash.hexdigest()}
+
+    def abort(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def build_shards(
+    inputs: dict[str, list[Path]],
+    tokenizer_path: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    val_fraction: float = 0.005,
+    workers: int | None = None,
+    doc_separator: str | None = None,
+) -> dict:
+    """Tokenize every input file (one shard per file and split) in parallel; write the manifest last.
+
+    `inputs` maps a source name (Table 1's, e.g. "github") to its files. The folder is complete only
+    once manifest.json exists; a crash leaves no manifest and only temp files behind.
+    """
+    output = Path(output)
+    tokenizer_path = Path(tokenizer_path)
+    tok = Tokenizer(tokenizer_path)
+    files = [(source, Path(p)) for source, paths in inputs.items() for p in paths]
+    missing = [str(p) for _, p in files if not p.is_file()]
+    if not files or missing:
+        raise UserError(f"no input files to tokenize: {missing or 'none given'}")
+    if not 0 <= val_fraction < 1:
+        raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    jobs = [
+        _Job(str(tokenizer_path), str(path), str(output), source, f"{i:05d}", val_fraction, doc_separator)
+        for i, (source, path) in enumerate(files)
+    ]
+    manifest = {
+        "tokenizer_sha256": hashlib.sha256(tok.serialized()).hexdigest(),
+        "vocab_size": tok.vocab_size,
+        "bos_id": tok.bos_id,
+        "eos_id": tok.eos_id,
+        "dtype": token_dtype(tok.vocab_size).name,
+        "splits": {split: {} for split in SPLITS},
+    }
+    output.mkdir(parents=True, exist_ok=True)
+    (output / MANIFEST).unlink(missing_ok=True)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    bar = tqdm(total=len(jobs), desc="tokenizing", unit="file")
+    with ProcessPoolExecutor(workers) as pool:
+        for job, result in zip(jobs, pool.map(_tokenize_job, jobs), strict=True):
+            for split, info in result.items():
+                if info["tokens"]:
+                    shard = ShardInfo(
+                        f"{split}/{job.source}/{job.stem}.bin",
+                        info["tokens"],
+                        info["documents"],
+                        info["sha256"],
+                    )
+                    manifest["splits"][split].setdefault(job.source, []).append(dataclasses.asdict(shard))
+            bar.update()
+    bar.close()
+    if not any(manifest["splits"]["train"].values()):
+        raise UserError("the inputs hold no text to train on (every document was empty)")
+    fileio.write_bytes(output / "tokenizer.model", tok.serialized())  # the run and its model folder need it
+    fileio.write_json(output / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise UserError(
+            f"token shard folder {folder} does not exist; build it with `llamafoundry data tokenize`"
+        )
+    if not path.is_file():
+        raise UserError(
+            f"{folder} has no {MANIFEST}: the shards are missing or were not finished; rebuild them"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest["splits"]["train"]  # noqa: B018 - validates the layout
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"{path} is not a token shard manifest; rebuild the shards") from None
+    return manifest
+
+
+def open_shard(folder: Path, shard: dict, dtype: np.dtype, verify: bool) -> np.memmap:
+    """Memory-map a shard after checking its size (always) and its sha256 (when `verify`)."""
+    path = folder / shard["path"]
+    expected = shard["tokens"] * dtype.itemsize
+    if not path.is_file():
+        raise UserError(f"token shard {path} listed in the manifest is missing; rebuild the shards")
+    if path.stat().st_size != expected:
+        raise UserError(
+            f"token shard {path} has {path.stat().st_size} bytes, the manifest says {expected}: "
+            "it is truncated or corrupt; rebuild the shards"
+        )
+    if verify:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+        if digest.hexdigest() != shard["sha256"]:
+            raise UserError(f"token shard {path} fails its sha256 check: it is corrupt; rebuild the shards")
+    return np.memmap(path, dtype=dtype, mode="r")

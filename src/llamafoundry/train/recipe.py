@@ -1,0 +1,241 @@
+"""Training run recipes: typed sections read from a TOML file, then `--section.key value` overrides.
+
+[model]       preset = "llama-15m", plus any ModelConfig field to change (e.g. vocab_size = 8192)
+[data]        tokens = "<token shard folder>", seq_len, mixture = "<recipe with a [mixture] table>"
+[train]       batch_tokens, micro_batch, steps | tokens | max_minutes, lr and the Sec. 2.3 recipe
+[eval]        every, batches
+[checkpoint]  every, keep
+[output]      dir, tensorboard
+[parallel]    dp_shard, tp, activation_checkpoint, compile (see train/parallel.py)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llamafoundry.config import ModelConfig, get_preset
+from llamafoundry.errors import UserError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+@dataclass
+class DataSection:
+    tokens: str = ""  # folder written by `llamafoundry data tokenize` (manifest.json + shards)
+    seq_len: int = 512
+    mixture: str = ""  # a TOML file with a [mixture] table; empty: Table 1 weights (or token shares)
+    verify_checksums: bool = True
+
+
+@dataclass
+class TrainSection:
+    batch_tokens: int = 65536  # global batch in tokens (the paper: 4M); reached by accumulation
+    micro_batch: int = 8  # sequences per forward/backward on one rank
+    steps: int = 0  # how long to train: exactly one of steps, tokens, max_minutes
+    tokens: int = 0
+    max_minutes: float = 0.0
+    lr: float = 3.0e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = -1  # -1: the paper's 2,000, scaled to 5% for short runs
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    precision: str = "auto"  # auto | bf16 | fp32
+    seed: int = 0
+    log_every: int = 1
+
+
+@dataclass
+class EvalSection:
+    every: int = 100  # steps between validation-loss measurements (0: only at the end)
+    batches: int = 10  # micro-batches of held-out windows per measurement
+
+
+@dataclass
+class CheckpointSection:
+    every: int = 500  # steps between checkpoints (0: only at the end)
+    keep: int = 2  # newest checkpoints kept
+
+
+@dataclass
+class OutputSection:
+    dir: str = "runs/default"
+    tensorboard: bool = True
+
+
+@dataclass
+class ParallelSection:
+    dp_shard: int = -1  # FSDP2 data-parallel degree; -1: every rank not used by tp
+    tp: int = 1  # tensor (+ sequence) parallel degree
+    activation_checkpoint: str = "none"  # none | full | selective
+    compile: str = "auto"  # auto (on for CUDA) | true | false
+    sdpa_backend: str = "auto"  # auto | flash | efficient | math
+
+
+@dataclass
+class RunConfig:
+    model: dict = field(default_factory=lambda: {"preset": "llama-15m"})
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    output: OutputSection = field(default_factory=OutputSection)
+    parallel: ParallelSection = field(default_factory=ParallelSection)
+
+    def model_config(self) -> ModelConfig:
+        values = dict(self.model)
+        base = get_preset(values.pop("preset")) if "preset" in values else ModelConfig()
+        return base.replace(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {f.name: f for f in dataclasses.fields(RunConfig)}
+_MODEL_KEYS = {"preset": str} | typing.get_type_hints(ModelConfig)
+
+
+def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
+    """A RunConfig from a TOML file (None: defaults) with `--section.key value` overrides applied."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"config file {path} not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path} is not valid TOML: {exc}") from None
+    for key, raw in _pairs(overrides or []):
+        section, _, name = key.partition(".")
+        values.setdefault(section, {})[name] = _Raw(raw)
+    return _build(values, str(path or "command line"))
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """A command-line value, typed once we know which field it sets."""
+
+    text: str
+
+
+def _pairs(args: list[str]) -> list[tuple[str, str]]:
+    pairs, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg:
+            raise UserError(f"unexpected argument {arg!r}; overrides look like --train.lr 3e-4")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            i += 1
+        elif i + 1 < len(args):
+            key, value = arg[2:], args[i + 1]
+            i += 2
+        else:
+            raise UserError(f"override {arg} has no value")
+        pairs.append((key, value))
+    return pairs
+
+
+def _build(values: dict, where: str) -> RunConfig:
+    unknown = sorted(set(values) - set(_SECTIONS))
+    if unknown:
+        raise UserError(f"{where}: unknown section(s) {unknown}; known: {sorted(_SECTIONS)}")
+    config = RunConfig()
+    for section, table in values.items():
+        if not isinstance(table, dict):
+            raise UserError(f"{where}: [{section}] must be a table")
+        if section == "model":
+            model = dict(config.model) if "preset" not in table else {}
+            for key, value in table.items():
+                if key not in _MODEL_KEYS:
+                    raise UserError(f"{where}: unknown key model.{key}; known: {sorted(_MODEL_KEYS)}")
+                model[key] = _typed(value, _MODEL_KEYS[key], f"model.{key}", where)
+            config.model = model
+            config.model_config()  # validates the shape now, not mid-run
+            continue
+        target = getattr(config, section)
+        hints = typing.get_type_hints(type(target))
+        for key, value in table.items():
+            if key not in hints:
+                raise UserError(f"{where}: unknown key {section}.{key}; known: {sorted(hints)}")
+            setattr(target, key, _typed(value, hints[key], f"{section}.{key}", where))
+    return config
+
+
+def _typed(value: object, hint: object, key: str, where: str) -> object:
+    """`value` checked (TOML) or parsed (command line) against the field's type."""
+    args = typing.get_args(hint) if _is_union(hint) else (hint,)
+    kinds = [t for t in args if t is not type(None)]
+    if isinstance(value, _Raw):
+        if value.text.lower() == "none" and type(None) in args:
+            return None
+        for kind in kinds:
+            parsed = _parse(value.text, kind)
+            if parsed is not None:
+                return parsed
+    else:
+        for kind in kinds:
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+                return value
+    names = " or ".join(k.__name__ for k in kinds)
+    shown = value.text if isinstance(value, _Raw) else repr(value)
+    raise UserError(f"{where}: {key} must be {names}, got {shown}")
+
+
+def _parse(text: str, kind: type) -> object:
+    if kind is bool:
+        return {"true": True, "false": False}.get(text.lower())
+    try:
+        return kind(text)
+    except ValueError:
+        return None
+
+
+def _is_union(hint: object) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+_CHOICES = {
+    ("train", "precision"): ("auto", "bf16", "fp32"),
+    ("parallel", "activation_checkpoint"): ("none", "full", "selective"),
+    ("parallel", "compile"): ("auto", "true", "false"),
+    ("parallel", "sdpa_backend"): ("auto", "flash", "efficient", "math"),
+}
+
+
+def validate(cfg: RunConfig) -> None:
+    """Checks that need more than one field, or a field's allowed values; a UserError names the fix."""
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise UserError(f"{section}.{key} must be one of {', '.join(allowed)}, got {value!r}")
+    durations = [name for name in ("steps", "tokens", "max_minutes") if getattr(cfg.train, name)]
+    if len(durations) != 1:
+        raise UserError(
+            "set exactly one of train.steps, train.tokens, train.max_minutes "
+            f"(set: {', '.join(durations) or 'none'})"
+        )
+    for section, key in (
+        ("train", "batch_tokens"),
+        ("train", "micro_batch"),
+        ("data", "seq_len"),
+        ("train", "lr"),
+        ("eval", "batches"),
+        ("parallel", "tp"),
+    ):
+        if getattr(getattr(cfg, section), key) <= 0:
+            raise UserError(f"{section}.{key} must be positive")
+    if not cfg.data.tokens:
+        raise UserError("data.tokens is not set: point it at a folder built by `llamafoundry data tokenize`")
