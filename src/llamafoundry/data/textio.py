@@ -29,21 +29,58 @@ COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".xz")
 TRUNCATED_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile, OSError, zstandard.ZstdError, lzma.LZMAError)
 
 
-def open_bytes(path: str | os.PathLike) -> BinaryIO:
-    """A line-iterable binary stream of the file's decompressed content, by suffix (.gz .bz2 .zst .xz)."""
+class _Decompressed(io.RawIOBase):
+    """A decompressing stream that hands out every byte it could decompress before reporting a cut-off
+    file: on an error it first returns end-of-file (so a buffered read keeps the data it gathered), then
+    raises on the next read; `error` keeps it for readers (warcio) that take any error for the end."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.error is not None:
+            raise self.error
+        try:
+            data = self.stream.read1(len(buffer))
+        except TRUNCATED_ERRORS as exc:
+            self.error = exc
+            return 0
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
+
+
+def open_bytes(path: str | os.PathLike) -> io.BufferedReader:
+    """A buffered, line-iterable binary stream of the file's content, decompressed by suffix (.gz .bz2
+    .zst .xz). A truncated compressed file yields all its readable bytes, then raises (one of
+    TRUNCATED_ERRORS) on the next read; `truncation(stream)` tells afterwards."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".gz":
-        return gzip.open(path, "rb")
-    if suffix == ".bz2":
-        return bz2.open(path, "rb")
-    if suffix == ".xz":
-        return lzma.open(path, "rb")
-    if suffix == ".zst":
+        inner = gzip.open(path, "rb")
+    elif suffix == ".bz2":
+        inner = bz2.open(path, "rb")
+    elif suffix == ".xz":
+        inner = lzma.open(path, "rb")
+    elif suffix == ".zst":
         raw = open(path, "rb")  # noqa: SIM115 (closed with the reader: closefd)
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20)  # zstandard's reader has no readline
-    return open(path, "rb")
+        inner = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+    else:
+        return open(path, "rb")  # noqa: SIM115 (the caller's context manager closes it)
+    return io.BufferedReader(_Decompressed(inner), buffer_size=1 << 16)
+
+
+def truncation(stream: BinaryIO) -> BaseException | None:
+    """The error that cut a stream from `open_bytes` short, if any."""
+    raw = getattr(stream, "raw", None)
+    return raw.error if isinstance(raw, _Decompressed) else None
 
 
 def strip_suffixes(name: str) -> str:

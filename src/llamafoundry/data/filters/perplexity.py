@@ -78,12 +78,13 @@ def normalize_for_lm(line: str) -> str:
 
 
 def is_kenlm_file(path: Path) -> bool:
-    if path.suffix.lower() == ".arpa":
-        return True
+    """A KenLM model: ARPA text (starts with `\\data\\`) or KenLM's binary format (its magic header);
+    anything else is taken for one of our model folders or files."""
     if not path.is_file():
         return False
     with open(path, "rb") as f:
-        return f.read(len(KENLM_MAGIC)) == KENLM_MAGIC
+        head = f.read(len(KENLM_MAGIC))
+    return head == KENLM_MAGIC or head.lstrip().startswith(b"\\data\\")
 
 
 class KenLMScorer:

@@ -68,10 +68,13 @@ def _argument(text: str, i: int) -> tuple[str, int]:
     return text[i], i + 1
 
 
-def parse_macros(text: str) -> tuple[dict[str, tuple[int, str]], str]:
-    """User macros ({name: (number of arguments, body)}) defined with \\newcommand, \\renewcommand,
-    \\providecommand or \\def, and the text with their definitions removed."""
-    macros: dict[str, tuple[int, str]] = {}
+Macro = tuple[int, str, str | None]  # number of arguments, body, default of an optional first argument
+
+
+def parse_macros(text: str) -> tuple[dict[str, Macro], str]:
+    """User macros ({name: (number of arguments, body, optional-argument default)}) defined with
+    \\newcommand, \\renewcommand, \\providecommand or \\def, and the text without their definitions."""
+    macros: dict[str, Macro] = {}
     out, pos = [], 0
     for m in _DEFINITION.finditer(text):
         if m.start() < pos:
@@ -84,7 +87,7 @@ def parse_macros(text: str) -> tuple[dict[str, tuple[int, str]], str]:
             else:
                 name_match = re.match(r"\\([A-Za-z@]+|.)", text[i:])
                 name, i = name_match.group(0), i + name_match.end()
-            nargs = 0
+            nargs, default = 0, None
             if m.group(0) == "\\def":
                 params = re.match(r"(#\d)*", text[i:]).group(0)
                 nargs, i = len(params) // 2, i + len(params)
@@ -95,20 +98,21 @@ def parse_macros(text: str) -> tuple[dict[str, tuple[int, str]], str]:
                     nargs, i = int(count.group(1)), i + count.end()
                     i = _skip_space(text, i)
                     if text[i] == "[":  # a default for the first argument: LaTeX makes it optional
-                        i = text.index("]", i) + 1
+                        end = text.index("]", i)
+                        default, i = text[i + 1 : end], end + 1
             body, i = _group(text, _skip_space(text, i))
         except (ValueError, IndexError, AttributeError):
             continue  # not a definition we can read: leave it in place
         if not name.startswith("\\"):
             continue
-        macros[name] = (nargs, body)
+        macros[name] = (nargs, body, default)
         out.append(text[pos : m.start()])
         pos = i
     out.append(text[pos:])
     return macros, "".join(out)
 
 
-def expand_macros(text: str, macros: dict[str, tuple[int, str]]) -> str:
+def expand_macros(text: str, macros: dict[str, Macro]) -> str:
     """Replace each use of a user macro by its body with the arguments put in, until none is left."""
     if not macros:
         return text
@@ -119,10 +123,18 @@ def expand_macros(text: str, macros: dict[str, tuple[int, str]]) -> str:
         for m in use.finditer(text):
             if m.start() < pos:
                 continue
-            nargs, body = macros[m.group(0)]
+            nargs, body, default = macros[m.group(0)]
             i, args = m.end(), []
             try:
-                for _ in range(nargs):
+                if default is not None:  # [optional] first argument, else the default
+                    j = _skip_space(text, i)
+                    if j < len(text) and text[j] == "[":
+                        end = text.index("]", j)
+                        args.append(text[j + 1 : end])
+                        i = end + 1
+                    else:
+                        args.append(default)
+                while len(args) < nargs:
                     arg, i = _argument(text, i)
                     args.append(arg)
             except (ValueError, AttributeError):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from llamafoundry.data.document import Document
 from llamafoundry.data.sources.base import Reader
-from llamafoundry.data.textio import TRUNCATED_ERRORS, open_bytes, strip_suffixes
+from llamafoundry.data.textio import TRUNCATED_ERRORS, open_bytes, strip_suffixes, truncation
 
 _START = re.compile(r"^\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.IGNORECASE | re.MULTILINE)
 _END = re.compile(r"^\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG.*$", re.IGNORECASE | re.MULTILINE)
@@ -51,8 +51,11 @@ class BooksReader(Reader):
         try:
             with open_bytes(file) as stream:
                 data = stream.read()
+                error = truncation(stream)
         except TRUNCATED_ERRORS as exc:
-            self.skip("truncated or corrupt file", f"{rel}: {exc}")
+            error = exc
+        if error is not None:  # half a book is no book
+            self.skip("truncated or corrupt file", f"{rel}: {error}")
             return None
         try:
             raw = data.decode("utf-8-sig")

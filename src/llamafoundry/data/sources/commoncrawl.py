@@ -11,7 +11,7 @@ from warcio.exceptions import ArchiveLoadFailed
 
 from llamafoundry.data.document import Document
 from llamafoundry.data.sources.base import Reader
-from llamafoundry.data.textio import TRUNCATED_ERRORS
+from llamafoundry.data.textio import TRUNCATED_ERRORS, open_bytes, truncation
 
 
 class CommonCrawlReader(Reader):
@@ -26,21 +26,23 @@ class CommonCrawlReader(Reader):
     def __init__(self, min_chars: int = 1, source: str | None = None) -> None:
         super().__init__(source)
         self.min_chars = min_chars
+        self._stream = None  # the archive being read
 
     def documents(self, path: Path) -> Iterator[Document]:
-        with open(path, "rb") as raw:
-            records = ArchiveIterator(raw)
-            while True:
-                try:
-                    record = next(records)
-                except StopIteration:
-                    return
-                except (ArchiveLoadFailed, *TRUNCATED_ERRORS) as exc:
-                    self.skip("truncated or corrupt archive", f"{path}: {exc}")
-                    return
-                doc = self._document(record, path)
-                if doc is not None:
-                    yield doc
+        # warcio takes any read error for the end of the archive, so a cut file is noticed here.
+        with open_bytes(path) as stream:
+            self._stream = stream
+            try:
+                for record in ArchiveIterator(stream):
+                    doc = self._document(record, path)
+                    if doc is not None:
+                        yield doc
+            except (ArchiveLoadFailed, *TRUNCATED_ERRORS) as exc:
+                self.skip("truncated or corrupt archive", f"{path}: {exc}")
+                return
+            error = truncation(stream)
+            if error is not None:
+                self.skip("truncated or corrupt archive", f"{path}: {error}")
 
     def _document(self, record, path: Path) -> Document | None:
         kind = record.rec_type
@@ -56,6 +58,10 @@ class CommonCrawlReader(Reader):
             return None
         if not body.strip():
             self.skip("record without a body", where)
+            return None
+        if kind == "conversion" and record.length is not None and len(body) < int(record.length):
+            if truncation(self._stream) is None:  # a cut file is counted once, at its end
+                self.skip("truncated record", where)
             return None
         if kind == "conversion":
             try:

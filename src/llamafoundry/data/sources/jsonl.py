@@ -8,7 +8,7 @@ from pathlib import Path
 
 from llamafoundry.data.document import Document
 from llamafoundry.data.sources.base import Reader
-from llamafoundry.data.textio import TRUNCATED_ERRORS, open_bytes, strip_suffixes
+from llamafoundry.data.textio import TRUNCATED_ERRORS, open_bytes, strip_suffixes, truncation
 
 
 class JsonlReader(Reader):
@@ -36,6 +36,11 @@ class JsonlReader(Reader):
                     self.skip("truncated or corrupt file", f"{path} after line {number}: {exc}")
                     return
                 if not line:
+                    return
+                if not line.endswith(b"\n") and truncation(stream) is not None:
+                    self.skip(
+                        "truncated or corrupt file", f"{path}: torn line {number + 1}, then the file ends"
+                    )
                     return
                 number += 1
                 doc = self._document(line, name, number, path)

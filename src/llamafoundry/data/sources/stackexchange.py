@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llamafoundry.data.document import Document
 from llamafoundry.data.sources.base import Reader
-from llamafoundry.data.textio import TRUNCATED_ERRORS, open_bytes, strip_suffixes
+from llamafoundry.data.textio import TRUNCATED_ERRORS, open_bytes, strip_suffixes, truncation
 
 QUESTION, ANSWER = "1", "2"
 
@@ -75,7 +75,9 @@ class StackExchangeReader(Reader):
                         self._row(elem.attrib, db, f"{path.name} row {rows}")
                         elem.clear()
             except ET.ParseError as exc:
-                self.skip("truncated or malformed XML", f"{path} after row {rows}: {exc}")
+                cut = truncation(stream)  # a cut compressed file ends the XML early: say which it was
+                reason = "truncated or corrupt file" if cut else "truncated or malformed XML"
+                self.skip(reason, f"{path} after row {rows}: {exc}")
             except TRUNCATED_ERRORS as exc:
                 self.skip("truncated or corrupt file", f"{path} after row {rows}: {exc}")
         db.execute("CREATE INDEX a_parent ON a (parent, score)")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from llamafoundry.data.document import Document
 from llamafoundry.data.sources.base import Reader
-from llamafoundry.data.textio import TRUNCATED_ERRORS, open_bytes
+from llamafoundry.data.textio import TRUNCATED_ERRORS, open_bytes, truncation
 
 # Tags whose content is no prose.
 DROP_TAGS = {
@@ -52,6 +52,9 @@ DROP_SECTIONS = {
 LINK_NAMESPACES = {"-2", "6", "14"}
 _INTERLANGUAGE = re.compile(r"^:?[a-z]{2,3}(-[a-z]+)?:")
 _BLANK_LINES = re.compile(r"\n{3,}")
+# Bold/italic quote runs ('' ''), left as text: parsing them as tags makes mwparserfromhell give
+# up on whole pages (then refs and links stay raw).
+_QUOTES = re.compile(r"'{5}|'{3}|'{2}")
 
 
 def _local(tag: str) -> str:
@@ -64,7 +67,7 @@ def wikitext_to_text(wikitext: str, drop_link_prefixes: set[str]) -> str:
 
     parts: list[str] = []
     skip_level = 0  # inside a dropped section of this heading level (0: not skipping)
-    for node in mwparserfromhell.parse(wikitext).nodes:
+    for node in mwparserfromhell.parse(wikitext, skip_style_tags=True).nodes:
         if isinstance(node, mwparserfromhell.nodes.Heading):
             title = _render(node.title.nodes, drop_link_prefixes).strip()
             if skip_level and node.level > skip_level:
@@ -85,7 +88,7 @@ def _render(nodes, drop_link_prefixes: set[str]) -> str:
     out = []
     for node in nodes:
         if isinstance(node, n.Text):
-            out.append(node.value)
+            out.append(_QUOTES.sub("", node.value))
         elif isinstance(node, n.Wikilink):
             title = str(node.title).strip()
             prefix = title.lstrip(":").split(":", 1)[0].strip().lower() if ":" in title else ""
@@ -148,7 +151,9 @@ class WikipediaReader(Reader):
                         if doc is not None:
                             yield doc
             except ET.ParseError as exc:
-                self.skip("truncated or malformed XML", f"{path} after page {pages}: {exc}")
+                cut = truncation(stream)  # a cut compressed file ends the XML early: say which it was
+                reason = "truncated or corrupt file" if cut else "truncated or malformed XML"
+                self.skip(reason, f"{path} after page {pages}: {exc}")
             except TRUNCATED_ERRORS as exc:
                 self.skip("truncated or corrupt file", f"{path} after page {pages}: {exc}")
 
