@@ -69,7 +69,7 @@ def test_warc_records_conversion_response_and_malformed_ones(tmp_path):
     _write_warc(
         path,
         [
-            ("conversion", "https://a.example/1", "First page.\nSecond line of it.".encode(), None),
+            ("conversion", "https://a.example/1", b"First page.\nSecond line of it.", None),
             ("conversion", "https://a.example/empty", b"", None),  # a record without a body
             ("conversion", "https://a.example/latin1", "caf\xe9 cr\xe8me".encode("latin-1"), None),
             ("response", "https://b.example/rivers", HTML, "text/html; charset=utf-8"),

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
+import pydoc_data.topics
 import sysconfig
 from pathlib import Path
-
-import pydoc_data.topics
 
 from llamafoundry.data.sources.pydocs import PythonDocsReader, module_docstring
 

@@ -64,11 +64,11 @@ def open_bytes(path: str | os.PathLike) -> io.BufferedReader:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".gz":
-        inner = gzip.open(path, "rb")
+        inner = gzip.open(path, "rb")  # noqa: SIM115 (closed with the returned stream)
     elif suffix == ".bz2":
-        inner = bz2.open(path, "rb")
+        inner = bz2.open(path, "rb")  # noqa: SIM115
     elif suffix == ".xz":
-        inner = lzma.open(path, "rb")
+        inner = lzma.open(path, "rb")  # noqa: SIM115
     elif suffix == ".zst":
         raw = open(path, "rb")  # noqa: SIM115 (closed with the reader: closefd)
         inner = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
