@@ -101,7 +101,7 @@ class ReferenceClassifier(Stage):
     def __init__(self, model: str, threshold: float = 0.5) -> None:
         super().__init__()
         self.model = load_fasttext(Path(model).expanduser())
-        labels = set(self.model.getLabels())
+        labels = set(self.model.getLabels("replace")[0])
         if POSITIVE not in labels:
             raise UserError(
                 f"{model} is not a reference classifier (labels {sorted(labels)}); "
