@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import crawl_pages, write_wet
 from llamafoundry.cli import main
+from tests.data.helpers import crawl_pages, write_wet
 
 
 @pytest.fixture

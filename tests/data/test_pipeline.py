@@ -10,11 +10,11 @@ import textwrap
 import pytest
 import zstandard
 
-from conftest import FRENCH, crawl_pages, write_wet
 from llamafoundry.data.filters.quality import C4Quality
 from llamafoundry.data.pipeline import run_recipe
 from llamafoundry.data.recipe import load_recipe
 from llamafoundry.data.textio import read_shard
+from tests.data.helpers import FRENCH, crawl_pages, write_wet
 
 RECIPE = """
 [run]

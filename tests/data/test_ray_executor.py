@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import crawl_pages, write_wet
 from llamafoundry.data.pipeline import run_recipe
 from llamafoundry.data.recipe import load_recipe
+from tests.data.helpers import crawl_pages, write_wet
 
 
 @pytest.mark.slow

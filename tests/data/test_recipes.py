@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import crawl_pages, write_wet
 from llamafoundry.data.filters.classifier import train_classifier
 from llamafoundry.data.filters.perplexity import normalize_for_lm
 from llamafoundry.data.mixture import PAPER_MIXTURE, load_mixture
 from llamafoundry.data.pipeline import run_recipe
 from llamafoundry.data.recipe import load_recipe
 from llamafoundry.data.textio import read_shard
+from tests.data.helpers import crawl_pages, write_wet
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
 
