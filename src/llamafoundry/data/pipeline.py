@@ -159,11 +159,16 @@ def run_local(
         min(workers, len(tasks)), mp_context=context, initializer=_init_worker, initargs=(progress,)
     ) as pool:
         pending = {pool.submit(_run_group_in_worker, task) for task in tasks}
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            _drain(progress, on_shard)
-            for future in done:
-                yield future.result()
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                _drain(progress, on_shard)
+                for future in done:
+                    yield future.result()
+        except BaseException:
+            # A failed group (or Ctrl-C) stops the run: groups not started are not started.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
         _drain(progress, on_shard)
 
 

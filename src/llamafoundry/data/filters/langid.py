@@ -16,29 +16,6 @@ from llamafoundry.data.document import Document
 from llamafoundry.data.stage import Stage
 from llamafoundry.errors import UserError
 
-# The paper's Wikipedia languages (Table 1 note): Latin and Cyrillic scripts.
-PAPER_WIKIPEDIA_LANGUAGES = [
-    "bg",
-    "ca",
-    "cs",
-    "da",
-    "de",
-    "en",
-    "es",
-    "fr",
-    "hr",
-    "hu",
-    "it",
-    "nl",
-    "pl",
-    "pt",
-    "ro",
-    "ru",
-    "sl",
-    "sr",
-    "sv",
-    "uk",
-]
 LABEL_PREFIX = "__label__"
 
 
