@@ -130,6 +130,12 @@ def test_rerun_skips_finished_shards_and_rebuilds_a_lost_one_identically(crawl, 
     (out / "commoncrawl/CC-MAIN-00001.warc.wet.jsonl.zst").unlink()
     run_recipe(load_recipe(crawl), workers=1, show_progress=False)
     assert _shards(out) == before
+    # A changed recipe makes every shard of the changed source stale.
+    crawl.write_text(crawl.read_text().replace("min_sentences = 3", "min_sentences = 50"))
+    report = run_recipe(load_recipe(crawl), workers=1, show_progress=False)
+    assert report["sources"]["commoncrawl"]["shards_skipped_as_finished"] == 0
+    assert report["sources"]["c4"]["shards_skipped_as_finished"] == 1
+    assert report["sources"]["commoncrawl"]["docs_out"] < 12
 
 
 def test_a_crash_leaves_no_half_written_shard(crawl, tmp_path, monkeypatch):

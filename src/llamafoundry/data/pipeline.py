@@ -3,13 +3,15 @@ JSONL.zst document shards, by a local process pool or by Ray; then the report.
 
 Work is cut into shard groups (a group shares the dedup stages' memory, so one worker runs it in order);
 groups run in parallel. Every shard is written atomically with its counts beside it
-(`<shard>.stats.json`), so a re-run skips finished shards: when a group has dedup stages, its finished
+(`<shard>.stats.json`, with a fingerprint of the reader and stages), so a re-run of the same recipe skips
+finished shards: when a group has dedup stages, its finished
 shards are read again (not written) to rebuild what the dedup stages had seen, so that the output is the
 same as an uninterrupted run's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -75,6 +77,25 @@ def build_stages(specs: list[StageSpec]) -> list[Stage]:
     return stages
 
 
+def fingerprint(task: GroupTask) -> str:
+    """What a shard's content depends on besides its input: the reader and stages with their options. A
+    shard written under another fingerprint (the recipe changed) is not finished for this run."""
+    spec = {
+        "reader": [task.reader.name, task.reader.options],
+        "stages": [[s.name, s.options] for s in task.stages],
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _finished(out: Path, stats_file: Path, recipe_key: str) -> bool:
+    if not (out.is_file() and stats_file.is_file()):
+        return False
+    try:
+        return json.loads(stats_file.read_text())["recipe"] == recipe_key
+    except (ValueError, KeyError):
+        return False
+
+
 def _reset(stats_holders: list[Any], names: list[str]) -> None:
     for holder, name in zip(stats_holders, names, strict=True):
         holder.stats = StageStats(name)
@@ -90,12 +111,12 @@ def run_group(task: GroupTask, progress: Any = None) -> list[ShardResult]:
     holders = [reader, *stages]
     names = ["read", *(s.name for s in stages)]
     last_stateful = max((i for i, s in enumerate(stages) if s.stateful), default=-1)
+    recipe_key = fingerprint(task)
     results = []
     for shard in task.shards:
         out = shard_path(task.output, task.source, shard.name)
         stats_file = out.with_name(out.name[: -len(SHARD_SUFFIX)] + STATS_SUFFIX)
-        finished = out.is_file() and stats_file.is_file()
-        if finished:
+        if _finished(out, stats_file, recipe_key):
             if last_stateful >= 0:  # replay up to the last dedup stage: its memory must include this shard
                 for _ in compose(stages[: last_stateful + 1], reader.read(shard.input)):
                     pass
@@ -105,7 +126,8 @@ def run_group(task: GroupTask, progress: Any = None) -> list[ShardResult]:
             _reset(holders, names)
             write_shard(out, compose(stages, reader.read(shard.input)))
             stats = [h.stats for h in holders]
-            write_json(stats_file, {"input": str(shard.input), "stats": [s.to_dict() for s in stats]})
+            record = {"input": str(shard.input), "recipe": recipe_key, "stats": [s.to_dict() for s in stats]}
+            write_json(stats_file, record)
             results.append(ShardResult(task.source, shard.name, stats, skipped=False))
         if progress is not None:
             progress.put((stats[-1].docs_out, stats[0].bytes_out))
