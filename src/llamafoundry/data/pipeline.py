@@ -48,6 +48,8 @@ class GroupTask:
 
 @dataclass
 class ShardResult:
+    """A shard's counts, from this run or from the stats file of the run that finished it."""
+
     source: str
     shard: str
     stats: list[StageStats]  # the reader's, then each stage's
@@ -55,6 +57,7 @@ class ShardResult:
 
 
 def shard_path(output: Path, source: str, shard: str) -> Path:
+    """`<output>/<source>/<shard>.jsonl.zst`."""
     return output / source / f"{shard}{SHARD_SUFFIX}"
 
 
@@ -68,6 +71,7 @@ def compose(
 
 
 def build_stages(specs: list[StageSpec]) -> list[Stage]:
+    """Stage objects from their specs; bad options are the user's error."""
     stages = []
     for spec in specs:
         try:

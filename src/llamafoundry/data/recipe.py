@@ -65,6 +65,8 @@ class Shard:
 
 @dataclass
 class SourceRecipe:
+    """One `[sources.<name>]` table: reader, shards (inputs), stages, dedup group size."""
+
     name: str
     reader: StageSpec
     shards: list[Shard]
@@ -79,6 +81,8 @@ class SourceRecipe:
 
 @dataclass
 class Recipe:
+    """A whole recipe file, checked and with its inputs found."""
+
     path: Path
     output: Path
     sources: dict[str, SourceRecipe]

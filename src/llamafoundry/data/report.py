@@ -50,6 +50,7 @@ def _mb(n: int) -> str:
 
 
 def to_markdown(report: dict[str, Any]) -> str:
+    """The report as markdown tables, one per source."""
     lines = [f"# Data run: {report['recipe']}", "", f"Output: `{report['output']}`", ""]
     for name, src in report["sources"].items():
         lines += [

@@ -36,11 +36,13 @@ class StageStats:
     examples: dict[str, str] = field(default_factory=dict)  # reason -> where it first happened
 
     def drop(self, reason: str, where: str | None = None) -> None:
+        """Count one dropped document (or skipped record) and remember where the first of its kind was."""
         self.dropped[reason] += 1
         if where is not None and reason not in self.examples:
             self.examples[reason] = where
 
     def merge(self, other: StageStats) -> None:
+        """Add another shard's counts to these."""
         self.docs_in += other.docs_in
         self.docs_out += other.docs_out
         self.bytes_in += other.bytes_in
@@ -51,6 +53,7 @@ class StageStats:
             self.examples.setdefault(reason, where)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready counts (the shard stats files and the report)."""
         return {
             "name": self.name,
             "docs_in": self.docs_in,
@@ -64,6 +67,7 @@ class StageStats:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StageStats:
+        """The inverse of `to_dict`."""
         return cls(
             d["name"],
             d["docs_in"],

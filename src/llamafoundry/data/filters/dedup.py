@@ -121,6 +121,7 @@ class MinHashDedup(Stage):
         self.kept: dict[str, tuple[object, int]] = {}
 
     def shingles(self, text: str) -> set[bytes]:
+        """The distinct lowercased word n-grams of a book."""
         words = _WORD.findall(text.lower())
         n = self.ngram
         if len(words) < n:
@@ -128,6 +129,7 @@ class MinHashDedup(Stage):
         return {" ".join(words[i : i + n]).encode() for i in range(len(words) - n + 1)}
 
     def minhash(self, shingles: set[bytes]):
+        """The MinHash signature of a set of shingles."""
         from datasketch import MinHash
 
         m = MinHash(num_perm=self.num_perm, seed=self.seed, hashfunc=xxhash.xxh32_intdigest)

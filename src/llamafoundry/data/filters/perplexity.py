@@ -106,6 +106,7 @@ class KenLMScorer:
             self.sp = sentencepiece.SentencePieceProcessor(model_file=str(tokenizer))
 
     def perplexity(self, text: str) -> float:
+        """10 ** (-log10 probability per word and end of line), over the lines of `text`."""
         log_score, length = 0.0, 0
         for raw in text.split("\n"):
             line = normalize_for_lm(raw)
@@ -148,6 +149,7 @@ class ModelScorer:
         return total
 
     def perplexity(self, text: str) -> float:
+        """exp(negative log-likelihood per character)."""
         return math.exp(self.nll(text) / max(1, len(text)))
 
 

@@ -152,6 +152,7 @@ def expand_macros(text: str, macros: dict[str, Macro]) -> str:
 
 
 def strip_comments(text: str) -> str:
+    """LaTeX without `%` comments (an escaped `\\%` stays) and `comment` environments."""
     text = _COMMENT_ENV.sub("", text)
     # A line that was only a comment goes entirely; a trailing comment leaves the line's text.
     lines = []
