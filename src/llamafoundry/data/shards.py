@@ -88,6 +88,24 @@ def _open_text(path: Path) -> io.TextIOBase:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
+def group_inputs(specs: Sequence[str]) -> dict[str, list[Path]]:
+    """Source -> files from command-line inputs: FILE (source "text"), SOURCE=FILE, or a folder written
+    by a data recipe (one sub-folder of *.jsonl.zst shards per source)."""
+    inputs: dict[str, list[Path]] = {}
+    for spec in specs:
+        source, _, name = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        path = Path(name)
+        if path.is_dir():
+            shards = {d.name: sorted(d.rglob("*.jsonl.zst")) for d in sorted(path.iterdir()) if d.is_dir()}
+            if not any(shards.values()):
+                raise UserError(f"{path} holds no <source>/*.jsonl.zst shards; run `llamafoundry data run` first")
+            for name, files in shards.items():
+                inputs.setdefault(source or name, []).extend(files)
+        else:
+            inputs.setdefault(source or "text", []).append(path)
+    return inputs
+
+
 def is_val(doc_id: str, val_fraction: float) -> bool:
     """Stable held-out assignment from a hash of the document id."""
     digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()

@@ -1,0 +1,114 @@
+"""Data commands: `data run` (a recipe: read, filter, write shards and a report) and
+`data train-classifier` (the Wikipedia-reference classifier)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    group = subparsers.add_parser("data", help="build a pretraining corpus from public sources (Sec. 2.1)")
+    commands = group.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    p = commands.add_parser("run", help="run a data recipe (configs/data/*.toml)")
+    p.add_argument("recipe", type=Path, help="a TOML recipe, e.g. configs/data/quickstart.toml")
+    p.add_argument("--executor", choices=["local", "ray"], help="local process pool (default) or Ray")
+    p.add_argument("--workers", type=int, help="parallel workers (default: [run] workers, else all CPUs)")
+    p.add_argument("--output", help="output folder (default: the recipe's [run] output)")
+    p.add_argument("--ray-address", help="join this Ray cluster (e.g. 'auto') instead of starting one")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = commands.add_parser(
+        "train-classifier",
+        help="train the Wikipedia-reference classifier (fastText) for the wiki_classifier stage",
+    )
+    p.add_argument(
+        "--positive",
+        nargs="+",
+        type=Path,
+        required=True,
+        help="documents like Wikipedia's references: .jsonl(.zst/.gz) shards, or .txt (one per line)",
+    )
+    p.add_argument("--negative", nargs="+", type=Path, required=True, help="random pages, same formats")
+    p.add_argument("--output", "-o", type=Path, required=True, help="where to write the model (.bin)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.5)
+    p.add_argument("--word-ngrams", type=int, default=2)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--quantize", action="store_true", help="write a smaller quantized model")
+    p.set_defaults(func=cmd_train_classifier)
+
+
+    p = commands.add_parser(
+        "tokenize",
+        help="tokenize documents into token shards for training",
+        description="Tokenize .jsonl(.gz/.zst) documents or plain text files into token shards (one per file "
+        "and split) with a manifest. Files are grouped by source: SOURCE=FILE, or a folder of `data run` "
+        "output (<output>/<source>/*.jsonl.zst).",
+    )
+    p.add_argument("inputs", nargs="+", help="FILE, SOURCE=FILE, or a `data run` output folder")
+    p.add_argument("--tokenizer", type=Path, required=True, help="SentencePiece tokenizer.model")
+    p.add_argument("--output", "-o", type=Path, required=True, help="token shard folder to write")
+    p.add_argument("--val-fraction", type=float, default=0.005, help="documents held out for validation")
+    p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all CPUs)")
+    p.add_argument("--doc-separator", default=None, help="split plain text files into documents at this string")
+    p.set_defaults(func=cmd_tokenize)
+
+
+def cmd_tokenize(args: argparse.Namespace) -> None:
+    from llamafoundry.data.shards import build_shards, group_inputs
+
+    manifest = build_shards(
+        group_inputs(args.inputs), args.tokenizer, args.output, val_fraction=args.val_fraction,
+        workers=args.workers, doc_separator=args.doc_separator,
+    )
+    for split, sources in manifest["splits"].items():
+        for source, shards in sources.items():
+            print(f"{split}/{source}: {sum(s['tokens'] for s in shards):,} tokens in {len(shards)} shards")
+    print(f"wrote {args.output}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from llamafoundry.data.pipeline import run_recipe
+    from llamafoundry.data.recipe import load_recipe
+    from llamafoundry.errors import UserError
+
+    if args.workers is not None and args.workers < 1:
+        raise UserError("--workers must be at least 1")
+    recipe = load_recipe(args.recipe, args.output)
+    report = run_recipe(recipe, args.executor, args.workers, args.ray_address, show_progress=not args.quiet)
+    for name, src in report["sources"].items():
+        print(
+            f"{name}: {src['docs_out']:,} documents, {src['bytes_out'] / 1e6:,.2f} MB "
+            f"({src['shards']} shards)"
+        )
+    print(f"wrote {recipe.output} (report: {recipe.output / 'report.md'})")
+
+
+def _texts(files: list[Path]):
+    from llamafoundry.data.sources.jsonl import JsonlReader
+    from llamafoundry.data.textio import strip_suffixes
+    from llamafoundry.errors import UserError
+
+    for file in files:
+        if not file.is_file():
+            raise UserError(f"{file} not found")
+        if strip_suffixes(file.name).endswith((".jsonl", ".json")):
+            yield from (doc.text for doc in JsonlReader().read(file))
+        else:
+            yield from (line for line in file.read_text("utf-8", "replace").splitlines() if line.strip())
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> None:
+    from llamafoundry.data.filters.classifier import ClassifierConfig, train_classifier
+
+    config = ClassifierConfig(
+        epochs=args.epochs, lr=args.lr, word_ngrams=args.word_ngrams, dim=args.dim, quantize=args.quantize
+    )
+    result = train_classifier(_texts(args.positive), _texts(args.negative), args.output, config)
+    print(
+        f"wrote {args.output}: {result['positives']:,} positive and {result['negatives']:,} negative "
+        f"documents; training precision {result['train_precision']:.3f}"
+    )

@@ -1,0 +1,122 @@
+"""The Wikipedia-reference classifier (Sec. 2.1): "we trained a linear model to classify pages used as
+references in Wikipedia v.s. randomly sampled pages, and discarded pages not classified as references."
+
+The linear model is a fastText supervised classifier (word and n-gram embeddings averaged, a linear
+layer): `train_classifier` fits it on two sets of documents (e.g. the CommonCrawl pages that Wikipedia
+cites as positives, random CommonCrawl pages as negatives), `ReferenceClassifier` is the filter stage.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamafoundry.data.document import Document
+from llamafoundry.data.filters.langid import load_fasttext
+from llamafoundry.data.stage import Stage
+from llamafoundry.errors import UserError
+from llamafoundry.fileio import atomic_path
+
+POSITIVE, NEGATIVE = "__label__wiki", "__label__random"
+_SPACES = re.compile(r"\s+")
+
+
+def fasttext_line(text: str, max_chars: int = 20_000) -> str:
+    """A document as fastText reads it: one line, whitespace collapsed, lowercased, cut to `max_chars`."""
+    return _SPACES.sub(" ", text[:max_chars]).strip().lower()
+
+
+@dataclass
+class ClassifierConfig:
+    """fastText training settings (fastText's defaults for text classification, bigrams added)."""
+
+    epochs: int = 10
+    lr: float = 0.5
+    word_ngrams: int = 2
+    dim: int = 64
+    min_count: int = 2
+    seed: int = 0
+    quantize: bool = False  # smaller file (.ftz-style), slightly less accurate
+
+
+def train_classifier(
+    positives: Iterable[str],
+    negatives: Iterable[str],
+    output: str | os.PathLike,
+    config: ClassifierConfig | None = None,
+) -> dict[str, float]:
+    """Train the reference classifier and write it to `output` (atomically). Returns the numbers of
+    examples and the training-set precision/recall fastText reports."""
+    import fasttext
+
+    if not hasattr(fasttext, "train_supervised"):
+        raise UserError(
+            "this fasttext module cannot train (it is fasttext-predict's); "
+            "pip install --force-reinstall --no-deps fasttext-numpy2-wheel"
+        )
+    config = config or ClassifierConfig()
+    examples = [f"{POSITIVE} {fasttext_line(t)}" for t in positives if t.strip()]
+    n_pos = len(examples)
+    examples += [f"{NEGATIVE} {fasttext_line(t)}" for t in negatives if t.strip()]
+    n_neg = len(examples) - n_pos
+    if not n_pos or not n_neg:
+        raise UserError(
+            f"training the classifier needs positive and negative documents "
+            f"(got {n_pos} positive, {n_neg} negative)"
+        )
+    random.Random(config.seed).shuffle(examples)
+    with tempfile.TemporaryDirectory(prefix="llamafoundry-cls-") as tmp:
+        train_file = Path(tmp) / "train.txt"
+        train_file.write_text("\n".join(examples) + "\n", encoding="utf-8")
+        model = fasttext.train_supervised(
+            input=str(train_file),
+            epoch=config.epochs,
+            lr=config.lr,
+            wordNgrams=config.word_ngrams,
+            dim=config.dim,
+            minCount=config.min_count,
+            seed=config.seed,
+            thread=1,
+            verbose=0,
+        )
+        if config.quantize:
+            model.quantize(input=str(train_file), retrain=True)
+        _, precision, recall = model.test(str(train_file))
+    with atomic_path(output) as tmp_model:
+        model.save_model(str(tmp_model))
+    return {"positives": n_pos, "negatives": n_neg, "train_precision": precision, "train_recall": recall}
+
+
+class ReferenceClassifier(Stage):
+    """Keeps pages the classifier scores as Wikipedia-reference-like: P(wiki) >= `threshold`; the score
+    goes to `meta["wiki_score"]`."""
+
+    name = "wiki_classifier"
+
+    def __init__(self, model: str, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.model = load_fasttext(Path(model).expanduser())
+        labels = set(self.model.getLabels("replace")[0])
+        if POSITIVE not in labels:
+            raise UserError(
+                f"{model} is not a reference classifier (labels {sorted(labels)}); "
+                "train one with `llamafoundry data train-classifier`"
+            )
+        self.threshold = threshold
+
+    def score(self, text: str) -> float:
+        """P(the page is like a Wikipedia reference)."""
+        for prob, label in self.model.predict(fasttext_line(text), -1, 0.0, "replace"):
+            if label == POSITIVE:
+                return min(1.0, float(prob))
+        return 0.0
+
+    def apply(self, doc: Document) -> Document | str:
+        score = self.score(doc.text)
+        doc.meta["wiki_score"] = round(score, 4)
+        return doc if score >= self.threshold else "not like a Wikipedia reference"

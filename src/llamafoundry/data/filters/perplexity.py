@@ -1,0 +1,174 @@
+"""The CCNet quality filter (Sec. 2.1: "filter low quality content with an n-gram language model"):
+documents whose perplexity under a reference language model (trained on Wikipedia) is too high are
+dropped.
+
+Two kinds of reference model:
+- a KenLM n-gram model (`.arpa`, or KenLM's binary format), as CCNet: each line is normalised like
+  CCNet's (lowercase, accents stripped, digits to 0, Unicode punctuation made ASCII), optionally cut into
+  SentencePiece pieces (`tokenizer`, as CCNet's models expect), and perplexity is
+  10 ** (-sum of log10 probabilities / (words + one end-of-line per line));
+- one of our own trained models (a model folder `load_model` reads): perplexity per character,
+  exp(total negative log-likelihood / characters), comparable across tokenizers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from pathlib import Path
+
+from llamafoundry.data.document import Document
+from llamafoundry.data.filters.dedup import UNICODE_PUNCT
+from llamafoundry.data.stage import Stage
+from llamafoundry.errors import UserError
+
+KENLM_MAGIC = b"mmap lm http://kheafield.com/code"
+# CCNet's replace_unicode_punct targets, in the order of dedup.UNICODE_PUNCT.
+_PUNCT_ASCII = [
+    ",",
+    ".",
+    ",",
+    '"',
+    '"',
+    '"',
+    '"',
+    '"',
+    '"',
+    '"',
+    '"',
+    '"',
+    '"',
+    "'",
+    ":",
+    ":",
+    "?",
+    "!",
+    "(",
+    ")",
+    ";",
+    "-",
+    " - ",
+    ". ",
+    "~",
+    "'",
+    "...",
+    "-",
+    "<",
+    ">",
+    "[",
+    "]",
+    "%",
+    "-",
+]
+_PUNCT_TABLE = str.maketrans(dict(zip(UNICODE_PUNCT, _PUNCT_ASCII, strict=True)))
+_NON_PRINTING = str.maketrans({c: None for c in [*range(0, 32), *range(127, 160)]})
+_DIGIT = re.compile(r"\d")
+
+
+def normalize_for_lm(line: str) -> str:
+    """CCNet's `normalize(line)` before its language models: strip, lowercase, accents removed, digits to
+    0, Unicode punctuation to ASCII, control characters removed."""
+    line = line.strip().lower()
+    if not line:
+        return line
+    line = "".join(c for c in unicodedata.normalize("NFD", line) if unicodedata.category(c) != "Mn")
+    line = _DIGIT.sub("0", line)
+    return line.translate(_PUNCT_TABLE).translate(_NON_PRINTING)
+
+
+def is_kenlm_file(path: Path) -> bool:
+    """A KenLM model: ARPA text (starts with `\\data\\`) or KenLM's binary format (its magic header);
+    anything else is taken for one of our model folders or files."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        head = f.read(len(KENLM_MAGIC))
+    return head == KENLM_MAGIC or head.lstrip().startswith(b"\\data\\")
+
+
+class KenLMScorer:
+    """Perplexity of a document under a KenLM model, the CCNet way (see the module docstring)."""
+
+    def __init__(self, path: Path, tokenizer: str | None = None) -> None:
+        try:
+            import kenlm
+        except ImportError:
+            raise UserError(
+                "a KenLM model needs the kenlm module: pip install kenlm (it compiles KenLM); "
+                "or give one of our model folders as the perplexity model"
+            ) from None
+        self.model = kenlm.Model(str(path))
+        self.sp = None
+        if tokenizer:
+            import sentencepiece
+
+            self.sp = sentencepiece.SentencePieceProcessor(model_file=str(tokenizer))
+
+    def perplexity(self, text: str) -> float:
+        """10 ** (-log10 probability per word and end of line), over the lines of `text`."""
+        log_score, length = 0.0, 0
+        for raw in text.split("\n"):
+            line = normalize_for_lm(raw)
+            if not line:
+                continue
+            if self.sp is not None:
+                line = " ".join(self.sp.encode(line, out_type=str))
+            log_score += self.model.score(line, bos=True, eos=True)
+            length += len(line.split()) + 1
+        return 10.0 ** (-log_score / length) if length else math.inf
+
+
+class ModelScorer:
+    """Per-character perplexity of a document under one of our models (any folder `load_model` reads)."""
+
+    def __init__(self, path: str, max_tokens: int | None = None) -> None:
+        import torch
+
+        from llamafoundry.checkpoint import load_model
+
+        self.torch = torch
+        self.model, self.tokenizer, cfg = load_model(path)
+        if self.tokenizer is None:
+            raise UserError(
+                f"{path} has no tokenizer.model; the perplexity filter needs the model's tokenizer"
+            )
+        self.window = max_tokens or cfg.max_seq_len
+
+    def nll(self, text: str) -> float:
+        """Total negative log-likelihood (nats) of the text's tokens after BOS, in windows that overlap by
+        one token so that every token is predicted exactly once."""
+        torch = self.torch
+        ids = self.tokenizer.encode(text, bos=True)
+        total, step = 0.0, self.window - 1
+        with torch.inference_mode():
+            for start in range(0, len(ids) - 1, step):
+                chunk = torch.tensor([ids[start : start + self.window]])
+                logits = self.model(chunk[:, :-1]).float()
+                total += torch.nn.functional.cross_entropy(logits[0], chunk[0, 1:], reduction="sum").item()
+        return total
+
+    def perplexity(self, text: str) -> float:
+        """exp(negative log-likelihood per character)."""
+        return math.exp(self.nll(text) / max(1, len(text)))
+
+
+class PerplexityFilter(Stage):
+    """Drops documents whose perplexity under `model` exceeds `max_perplexity`; records it in
+    `meta["perplexity"]`. `model`: a KenLM file or our model folder; `tokenizer`: the SentencePiece model
+    a KenLM model was trained on (CCNet's), if any."""
+
+    name = "perplexity"
+
+    def __init__(self, model: str, max_perplexity: float, tokenizer: str | None = None) -> None:
+        super().__init__()
+        path = Path(model).expanduser()
+        if not path.exists():
+            raise UserError(f"perplexity model {path} not found")
+        self.scorer = KenLMScorer(path, tokenizer) if is_kenlm_file(path) else ModelScorer(str(path))
+        self.max_perplexity = max_perplexity
+
+    def apply(self, doc: Document) -> Document | str:
+        ppl = self.scorer.perplexity(doc.text)
+        doc.meta["perplexity"] = round(ppl, 3)
+        return doc if ppl <= self.max_perplexity else "perplexity too high"

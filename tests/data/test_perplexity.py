@@ -1,0 +1,92 @@
+"""The perplexity filter with a KenLM model (ARPA written here) and with one of our own models."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from llamafoundry.data.document import Document
+from llamafoundry.data.filters.perplexity import PerplexityFilter, normalize_for_lm
+
+GIBBERISH = "qzx vlork ptang wibble frop znarg\nblix quonk zzzt"
+
+
+def _write_unigram_arpa(path, lines):
+    """A unigram ARPA model with add-one smoothing over the normalised words (and </s>) of `lines`.
+    KenLM reads bigram models and up: one bigram (an empty line, never scored) and zero back-off
+    weights leave every probability a unigram one."""
+    counts = Counter()
+    for line in lines:
+        words = normalize_for_lm(line).split()
+        if words:
+            counts.update(words + ["</s>"])
+    total = sum(counts.values()) + len(counts) + 1
+    probs = {w: (c + 1) / total for w, c in counts.items()}
+    probs["<unk>"] = 1 / total
+    unigrams = [f"{math.log10(p):.6f}\t{w}\t0" for w, p in probs.items()] + ["-99\t<s>\t0"]
+    path.write_text(
+        f"\\data\\\nngram 1={len(unigrams)}\nngram 2=1\n\n\\1-grams:\n"
+        + "\n".join(unigrams)
+        + "\n\n\\2-grams:\n-0.1\t<s> </s>\n\n\\end\\\n"
+    )
+    return probs
+
+
+def _expected_ppl(probs, text):
+    log_sum, length = 0.0, 0
+    for line in text.split("\n"):
+        words = normalize_for_lm(line).split()
+        if not words:
+            continue
+        for w in words + ["</s>"]:
+            log_sum += math.log10(probs.get(w, probs["<unk>"]))
+        length += len(words) + 1
+    return 10 ** (-log_sum / length)
+
+
+def test_kenlm_perplexity_is_ccnets_formula_and_filters(tmp_path, shared_data):
+    lines = (shared_data / "corpora/tinyshakespeare/input.txt").read_text().splitlines()
+    arpa = tmp_path / "en.arpa"
+    probs = _write_unigram_arpa(arpa, lines[:30000])
+    held_out = "\n".join(lines[30000:30040])
+    stage = PerplexityFilter(model=str(arpa), max_perplexity=2000)
+    assert stage.scorer.perplexity(held_out) == pytest.approx(_expected_ppl(probs, held_out), rel=1e-4)
+    kept = list(
+        stage([Document("play", held_out, "commoncrawl", {}), Document("junk", GIBBERISH, "commoncrawl", {})])
+    )
+    assert [d.id for d in kept] == ["play"]
+    assert kept[0].meta["perplexity"] < 2000
+    assert stage.stats.dropped == {"perplexity too high": 1}
+
+
+def test_normalisation_before_the_lm():
+    # CCNet maps the em dash to " - ", leaving the spaces around it doubled.
+    assert normalize_for_lm("  Héllo, Wörld — it’s 2023！ ") == "hello, world  -  it's 0000!"
+
+
+def test_our_model_gives_per_character_perplexity(tmp_path, shared_data):
+    from llamafoundry.checkpoint import load_model, save_model
+    from llamafoundry.tokenizer import train_tokenizer
+
+    text_file = tmp_path / "train.txt"
+    text_file.write_text((shared_data / "corpora/tinyshakespeare/input.txt").read_text()[:100_000])
+    tokenizer = train_tokenizer([text_file], tmp_path / "tokenizer.model", vocab_size=512)
+    model, _, _ = load_model("llama-1m", seed=0)
+    save_model(tmp_path / "lm", model, tokenizer)
+
+    doc = "First Citizen:\nBefore we proceed any further, hear me speak."
+    stage = PerplexityFilter(model=str(tmp_path / "lm"), max_perplexity=1e9)
+    # Independently: one forward pass over the whole (short) document.
+    ids = torch.tensor([tokenizer.encode(doc, bos=True)])
+    with torch.inference_mode():
+        logits = model(ids[:, :-1]).float()
+    nll = torch.nn.functional.cross_entropy(logits[0], ids[0, 1:], reduction="sum").item()
+    assert stage.scorer.perplexity(doc) == pytest.approx(math.exp(nll / len(doc)), rel=1e-5)
+
+    strict = PerplexityFilter(model=str(tmp_path / "lm"), max_perplexity=stage.scorer.perplexity(doc) / 2)
+    assert list(strict([Document("d", doc, "commoncrawl", {})])) == []
+    long_doc = doc * 20  # longer than the model's context: scored in windows
+    assert math.isfinite(stage.scorer.perplexity(long_doc))
