@@ -44,10 +44,14 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    """A user error: non-zero exit, one line on stderr naming the problem, no traceback."""
+    """A user error: non-zero exit, one line on stderr naming the problem, no traceback.
+
+    Progress bars drawn before the problem was found may precede that line.
+    """
     assert result.returncode != 0, result.stdout
-    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if "\r" not in line and "%|" not in line]
     assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("llamafoundry") and "error:" in lines[0], lines[0]
     for fragment in fragments:
         assert fragment in lines[0], lines[0]

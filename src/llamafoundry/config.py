@@ -114,6 +114,8 @@ PRESETS: dict[str, ModelConfig] = {
     "llama-1m": _small(128, 4, 4, vocab_size=512, max_seq_len=256),
     "llama-15m": _small(320, 8, 8, vocab_size=8192, max_seq_len=512),
     "llama-110m": _small(768, 12, 12, vocab_size=16384, max_seq_len=1024),
+    # A ~1B model for one-GPU checks, shaped like TinyLlama-1.1B (grouped-query attention, 2048 context).
+    "llama-1b": ModelConfig(dim=2048, n_layers=22, n_heads=32, n_kv_heads=4, hidden_dim=5632, norm_eps=1e-5),
 }
 
 
@@ -145,3 +147,12 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float:
     seq_len = cfg.max_seq_len if seq_len is None else seq_len
     matmul_params = num_params(cfg) - cfg.vocab_size * cfg.dim
     return 6.0 * matmul_params + 12.0 * cfg.n_layers * cfg.dim * seq_len
+
+
+def format_params(n: int) -> str:
+    """One decimal, truncated as the paper reports sizes (65,285,660,672 parameters -> 65.2B)."""
+    for unit, scale in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= scale:
+            tenths = n * 10 // scale
+            return f"{tenths // 10}.{tenths % 10}{unit}"
+    return str(n)

@@ -40,7 +40,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quantize", action="store_true", help="write a smaller quantized model")
     p.set_defaults(func=cmd_train_classifier)
 
-
     p = commands.add_parser(
         "tokenize",
         help="tokenize documents into token shards for training",
@@ -53,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=Path, required=True, help="token shard folder to write")
     p.add_argument("--val-fraction", type=float, default=0.005, help="documents held out for validation")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all CPUs)")
-    p.add_argument("--doc-separator", default=None, help="split plain text files into documents at this string")
+    p.add_argument(
+        "--doc-separator", default=None, help="split plain text files into documents at this string"
+    )
     p.set_defaults(func=cmd_tokenize)
 
 
@@ -61,8 +62,12 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
     from llamafoundry.data.shards import build_shards, group_inputs
 
     manifest = build_shards(
-        group_inputs(args.inputs), args.tokenizer, args.output, val_fraction=args.val_fraction,
-        workers=args.workers, doc_separator=args.doc_separator,
+        group_inputs(args.inputs),
+        args.tokenizer,
+        args.output,
+        val_fraction=args.val_fraction,
+        workers=args.workers,
+        doc_separator=args.doc_separator,
     )
     for split, sources in manifest["splits"].items():
         for source, shards in sources.items():

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llamafoundry.checkpoint import detect_format, export, load_model
-from llamafoundry.checkpoint.formats import EXPORT_FORMATS
-from llamafoundry.config import PRESETS, num_params
+from llamafoundry.config import PRESETS, format_params, num_params
 from llamafoundry.errors import UserError
 
 
@@ -22,9 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("convert", help="convert a model between folder formats")
     p.add_argument("source", help="model folder (ours, Meta, Hugging Face), llama2.c .bin, or preset name")
     p.add_argument("dest", help="output folder (or .gguf file with --to gguf)")
-    p.add_argument(
-        "--to", default="native", help=f"output format: {', '.join(EXPORT_FORMATS)} (default native)"
-    )
+    p.add_argument("--to", default="native", help="output format: native, meta, hf (default native)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: as loaded)")
     p.add_argument("--shards", type=int, default=1, help="model-parallel shards for --to meta (default 1)")
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.model to include")
@@ -39,18 +35,20 @@ def cmd_presets(args: argparse.Namespace) -> None:
     )
     for name, cfg in PRESETS.items():
         print(
-            f"{name:<12} {_human(num_params(cfg)):>9} {cfg.dim:>6} {cfg.n_layers:>6} {cfg.n_heads:>5} "
+            f"{name:<12} {format_params(num_params(cfg)):>9} {cfg.dim:>6} {cfg.n_layers:>6} {cfg.n_heads:>5} "
             f"{cfg.kv_heads:>4} {cfg.ffn_hidden_dim:>6} {cfg.vocab_size:>6} {cfg.max_seq_len:>7}"
         )
 
 
 def cmd_info(args: argparse.Namespace) -> None:
+    from llamafoundry.checkpoint import detect_format, load_model
+
     fmt = "preset" if args.model in PRESETS and not Path(args.model).exists() else detect_format(args.model)
     model, tokenizer, cfg = load_model(args.model)
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
     print(f"model:      {args.model}")
     print(f"format:     {fmt}")
-    print(f"parameters: {num_params(cfg):,} ({_human(num_params(cfg))})")
+    print(f"parameters: {num_params(cfg):,} ({format_params(num_params(cfg))})")
     print(f"dtype:      {', '.join(dtypes)}")
     for key, value in cfg.to_dict().items():
         print(f"  {key:<20} {value}")
@@ -62,6 +60,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
+    from llamafoundry.checkpoint import export, load_model
     from llamafoundry.tokenizer import Tokenizer
 
     if args.shards < 1:
@@ -73,12 +72,3 @@ def cmd_convert(args: argparse.Namespace) -> None:
         raise UserError("the output folder is the source folder; choose another output path")
     export(args.dest, model, tokenizer, args.to, dtype=args.dtype, shards=args.shards)
     print(f"wrote {args.to} model to {args.dest}")
-
-
-def _human(n: int) -> str:
-    """One decimal, truncated as the paper reports sizes (65,285,660,672 parameters -> 65.2B)."""
-    for unit, scale in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if n >= scale:
-            tenths = n * 10 // scale
-            return f"{tenths // 10}.{tenths % 10}{unit}"
-    return str(n)

@@ -16,6 +16,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     p.set_defaults(func=cmd_train, accepts_overrides=True)
 
+    p = subparsers.add_parser(
+        "quickstart",
+        help="the main job: corpus, tokenizer, ~10 min of CPU training, samples, evaluation, report",
+        description="Build a corpus from the Python installation, train a tokenizer and a small LLaMA on it, "
+        "sample, evaluate and write a report. Reuses what earlier runs built. Extra --section.key value "
+        "arguments override the training recipe.",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time budget (default 10)")
+    p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer vocabulary (default 8192)")
+    p.add_argument(
+        "--config", type=Path, default=None, help="training recipe (default configs/tiny-cpu.toml)"
+    )
+    p.add_argument(
+        "--data-recipe", type=Path, default=None, help="corpus recipe (configs/data/quickstart.toml)"
+    )
+    p.set_defaults(func=cmd_quickstart, accepts_overrides=True)
+
 
 def cmd_train(args: argparse.Namespace) -> None:
     from llamafoundry.train.recipe import load_recipe
@@ -27,3 +45,22 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"done: {result.steps} steps, {result.tokens:,} tokens, validation loss {result.val_loss:.4f}; "
         f"report in {result.output / 'report.md'}"
     )
+
+
+def cmd_quickstart(args: argparse.Namespace) -> None:
+    from llamafoundry.errors import UserError
+    from llamafoundry.quickstart import QuickstartOptions, run_quickstart
+
+    if args.minutes <= 0:
+        raise UserError(f"--minutes must be positive, got {args.minutes}")
+    defaults = QuickstartOptions()
+    opts = QuickstartOptions(
+        out=args.out,
+        minutes=args.minutes,
+        vocab_size=args.vocab_size,
+        data_recipe=args.data_recipe or defaults.data_recipe,
+        train_config=args.config or defaults.train_config,
+        overrides=tuple(args.overrides),
+    )
+    report = run_quickstart(opts)
+    print(f"done: see {report}")

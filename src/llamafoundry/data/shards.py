@@ -98,7 +98,9 @@ def group_inputs(specs: Sequence[str]) -> dict[str, list[Path]]:
         if path.is_dir():
             shards = {d.name: sorted(d.rglob("*.jsonl.zst")) for d in sorted(path.iterdir()) if d.is_dir()}
             if not any(shards.values()):
-                raise UserError(f"{path} holds no <source>/*.jsonl.zst shards; run `llamafoundry data run` first")
+                raise UserError(
+                    f"{path} holds no <source>/*.jsonl.zst shards; run `llamafoundry data run` first"
+                )
             for name, files in shards.items():
                 inputs.setdefault(source or name, []).extend(files)
         else:
@@ -285,3 +287,25 @@ def open_shard(folder: Path, shard: dict, dtype: np.dtype, verify: bool) -> np.m
         if digest.hexdigest() != shard["sha256"]:
             raise UserError(f"token shard {path} fails its sha256 check: it is corrupt; rebuild the shards")
     return np.memmap(path, dtype=dtype, mode="r")
+
+
+def unigram_cross_entropy(folder: str | os.PathLike) -> float:
+    """Cross-entropy (nats/token) of the validation split under the train split's unigram distribution
+    (add-one smoothed): the loss of a model that ignores context, the bar learning must clear."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    dtype, vocab = np.dtype(manifest["dtype"]), manifest["vocab_size"]
+    counts = np.zeros(vocab, dtype=np.float64)
+    for shards in manifest["splits"]["train"].values():
+        for shard in shards:
+            counts += np.bincount(open_shard(folder, shard, dtype, verify=False), minlength=vocab)
+    log_probs = np.log((counts + 1) / (counts.sum() + vocab))
+    total, n = 0.0, 0
+    for shards in manifest["splits"]["val"].values():
+        for shard in shards:
+            tokens = open_shard(folder, shard, dtype, verify=False)
+            total -= float(log_probs[tokens].sum())
+            n += len(tokens)
+    if n == 0:
+        raise UserError(f"{folder} has no validation tokens to measure the unigram baseline on")
+    return total / n

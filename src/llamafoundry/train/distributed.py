@@ -26,11 +26,12 @@ class Runtime:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Part of a torchrun job (a process group exists), even a job of one rank."""
+        return dist.is_initialized()
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """Average of a scalar tensor over ranks (identity in a world of one)."""
-        if self.distributed:
+        if self.world_size > 1:
             value = value.detach().clone()
             dist.all_reduce(value, op=dist.ReduceOp.AVG if self.device.type == "cuda" else dist.ReduceOp.SUM)
             if self.device.type != "cuda":  # gloo has no AVG
@@ -43,7 +44,10 @@ class Runtime:
 
 
 def init_runtime(timeout_s: float = 600.0) -> Runtime:
-    """Join the torchrun job if there is one (NCCL on CUDA, gloo on CPU) and pick this rank's device."""
+    """Join the torchrun job if there is one (NCCL on CUDA, gloo on CPU) and pick this rank's device.
+
+    Under torchrun a process group exists even for one rank, so FSDP2 runs on a single GPU too.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -52,7 +56,7 @@ def init_runtime(timeout_s: float = 600.0) -> Runtime:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
+    if "TORCHELASTIC_RUN_ID" in os.environ and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(
             backend,
@@ -64,6 +68,6 @@ def init_runtime(timeout_s: float = 600.0) -> Runtime:
 
 def shutdown(runtime: Runtime) -> None:
     """Leave the job cleanly: a barrier, then destroy the group (else processes abort at exit)."""
-    if runtime.distributed and dist.is_initialized():
+    if runtime.distributed:
         dist.barrier()
         dist.destroy_process_group()

@@ -86,5 +86,9 @@ class Schedule:
 
 
 def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
-    """Clip the global gradient norm to `max_norm` (1.0 in the paper); return the norm before clipping."""
-    return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True)
+    """Clip the global gradient norm to `max_norm` (1.0 in the paper); return the norm before clipping.
+
+    With sharded (DTensor) parameters the norm is reduced across ranks and returned whole.
+    """
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm

@@ -107,13 +107,14 @@ class _Run:
         if self.resume_from is not None:
             _check_same_shape(self.resume_from, self.model_cfg)
         self.precision = resolve_precision(cfg.train.precision, runtime.device)
-        self.micro, self.accum = _batch_layout(cfg, runtime.world_size)
+        self.layout = parallel.plan_layout(cfg.parallel, self.model_cfg, runtime)
+        self.micro, self.accum = _batch_layout(cfg, self.layout.dp_size)
         self.tokens_per_step = cfg.train.batch_tokens
         self.weights = (
             {k: v.weight for k, v in load_mixture(cfg.data.mixture).items()} if cfg.data.mixture else None
         )
         torch.manual_seed(cfg.train.seed)
-        self.model = parallel.build_model(self.model_cfg, cfg.parallel, runtime, self.precision)
+        self.model = parallel.build_model(self.model_cfg, cfg.parallel, runtime, self.precision, self.layout)
         optim = OptimConfig(
             lr=cfg.train.lr,
             min_lr_ratio=cfg.train.min_lr_ratio,
@@ -134,8 +135,8 @@ class _Run:
             self.micro,
             split=split,
             accum=self.accum if split == "train" else 1,
-            rank=self.rt.rank,
-            world_size=self.rt.world_size,
+            rank=self.layout.dp_rank,
+            world_size=self.layout.dp_size,
             seed=self.cfg.train.seed,
             weights=self.weights,
             verify=self.cfg.data.verify_checksums,
@@ -145,7 +146,8 @@ class _Run:
         """Forward (and backward) over this rank's micro-batches; the mean loss over them."""
         total = torch.zeros((), device=self.rt.device)
         for micro in batch.to(self.rt.device, non_blocking=True):
-            with autocast(self.rt.device, self.precision):
+            attention = parallel.attention_backend(self.cfg.parallel.sdpa_backend, self.rt.device)
+            with autocast(self.rt.device, self.precision), attention:
                 loss = lm_loss(self.model, micro)
             if backward:
                 (loss / len(batch)).backward()
@@ -184,12 +186,13 @@ class _Run:
         return CPU_CORE_POWER_W * torch.get_num_threads()
 
 
-def _batch_layout(cfg: RunConfig, world_size: int) -> tuple[int, int]:
-    per_micro = cfg.train.micro_batch * cfg.data.seq_len * world_size
+def _batch_layout(cfg: RunConfig, dp_size: int) -> tuple[int, int]:
+    """Micro-batch and accumulation steps that make one optimizer step exactly batch_tokens."""
+    per_micro = cfg.train.micro_batch * cfg.data.seq_len * dp_size
     if cfg.train.batch_tokens % per_micro:
         raise UserError(
             f"train.batch_tokens {cfg.train.batch_tokens} is not a multiple of micro_batch x seq_len x "
-            f"ranks = {per_micro}; choose e.g. {max(1, cfg.train.batch_tokens // per_micro) * per_micro}"
+            f"data-parallel ranks = {per_micro}; choose e.g. {max(1, cfg.train.batch_tokens // per_micro) * per_micro}"
         )
     return cfg.train.micro_batch, cfg.train.batch_tokens // per_micro
 
@@ -231,7 +234,7 @@ def _train(cfg: RunConfig, rt: Runtime, resume: bool) -> TrainResult:
     if rt.is_main:
         run.out.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(run.out / "metrics.jsonl", step)
-        _write_config(cfg, run.out / "config.toml")
+        fileio.write_text(run.out / "config.toml", cfg.to_toml())
         shutil.copyfile(run.shards / "tokenizer.model", run.out / "tokenizer.model")
     logger = MetricsLogger(run.out, cfg.output.tensorboard, enabled=rt.is_main)
     fpt = flops_per_token(run.model_cfg, cfg.data.seq_len)
@@ -340,7 +343,7 @@ def _checkpoint(run: _Run, step: int, total_steps: int, elapsed: float, tokens: 
 def _finish(run: _Run, step: int, tokens: int, train_loss: float, val_loss: float, elapsed: float) -> None:
     """The model folder, loss-curve PNG and report (rank 0; the model gathered from every rank)."""
     model = parallel.gather_model(run.model, run.model_cfg)
-    if not run.rt.is_main:
+    if model is None:
         return
     tokenizer = Tokenizer(run.out / "tokenizer.model")
     save_model(run.out / "model", model, tokenizer)
@@ -374,16 +377,3 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if path.is_file():
         kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
         fileio.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-
-
-def _write_config(cfg: RunConfig, path: Path) -> None:
-    import tomli_w
-
-    fileio.write_text(path, tomli_w.dumps(_drop_empty(cfg.to_dict())))
-
-
-def _drop_empty(value: object) -> object:
-    """TOML has no null: leave unset (None) values out."""
-    if isinstance(value, dict):
-        return {k: _drop_empty(v) for k, v in value.items() if v is not None}
-    return value

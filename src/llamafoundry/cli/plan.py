@@ -1,0 +1,108 @@
+"""`llamafoundry plan` (a training run on paper) and `llamafoundry footprint` (energy and CO2 of GPU-hours)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from llamafoundry.train.plan import GPUS
+
+    p = subparsers.add_parser(
+        "plan", help="memory per GPU, tokens/s/GPU, days, energy and CO2 of a training run"
+    )
+    p.add_argument("--preset", required=True, help="model preset, e.g. llama-65b")
+    p.add_argument("--gpus", type=int, required=True, help="number of GPUs")
+    p.add_argument("--gpu", default="a100-80gb", choices=sorted(GPUS), help="GPU kind (default a100-80gb)")
+    p.add_argument(
+        "--tokens", type=float, default=None, help="training tokens (default: the paper's for the preset)"
+    )
+    p.add_argument(
+        "--tp", type=int, default=None, help="tensor-parallel degree (default: the smallest that fits)"
+    )
+    p.add_argument("--checkpointing", default="selective", choices=["none", "selective", "full"])
+    p.add_argument("--mfu", type=float, default=0.5, help="assumed model FLOPs utilisation (default 0.5)")
+    p.add_argument(
+        "--seq-len", type=int, default=None, help="sequence length (default: the preset's context)"
+    )
+    p.add_argument("--micro-batch", type=int, default=1, help="sequences per GPU per forward")
+    p.set_defaults(func=cmd_plan)
+
+    p = subparsers.add_parser(
+        "footprint", help="energy (MWh) and tCO2eq of GPU-hours, the paper's Sec. 6 formula"
+    )
+    p.add_argument("gpu_hours", type=float)
+    p.add_argument("--power", type=float, default=400.0, help="watts per GPU (paper: 400 for A100-80GB)")
+    p.set_defaults(func=cmd_footprint)
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from llamafoundry.config import format_params, get_preset, num_params
+    from llamafoundry.errors import UserError
+    from llamafoundry.train import plan as planning
+
+    cfg = get_preset(args.preset)
+    tokens = args.tokens or planning.PAPER_TOKENS.get(args.preset)
+    if tokens is None:
+        raise UserError(f"--tokens is needed: the paper gives no token budget for {args.preset}")
+    if args.gpus < 1:
+        raise UserError("--gpus must be at least 1")
+    p = planning.make_plan(
+        cfg,
+        args.gpus,
+        args.gpu,
+        tokens=tokens,
+        tp=args.tp,
+        checkpointing=args.checkpointing,
+        mfu=args.mfu,
+        seq_len=args.seq_len,
+        micro_batch=args.micro_batch,
+    )
+    gpu = planning.GPUS[args.gpu]
+    print(
+        f"{args.preset}: {format_params(num_params(cfg))} parameters, {tokens / 1e12:.2f}T tokens on {args.gpus} x "
+        f"{args.gpu}; dp_shard {p.dp} x tp {p.tp}, {p.checkpointing} activation checkpointing"
+    )
+    print(f"\nmemory per GPU (estimate, of {gpu.memory_gb:.0f} GB):")
+    for kind, gb in p.memory_gb.items():
+        print(f"  {kind:<42} {gb:8.1f} GB")
+    print(
+        f"  {'total':<42} {p.total_memory_gb:8.1f} GB"
+        + ("" if p.total_memory_gb <= gpu.memory_gb else "  (does not fit: raise --tp or checkpoint more)")
+    )
+    hours = p.footprint.device_hours
+    rows = [
+        ("tokens/s/GPU", f"{p.tokens_per_s_per_gpu:,.0f}"),
+        ("days", f"{p.days:.1f}"),
+        ("GPU-hours", f"{hours:,.0f}"),
+        ("energy (MWh)", f"{p.footprint.energy_mwh:,.0f}"),
+        ("tCO2eq", f"{p.footprint.tco2eq:,.0f}"),
+    ]
+    paper = _paper_column(args, planning)
+    print(f"\n{'':<14} {'plan (MFU ' + format(args.mfu, '.0%') + ')':>18} {'paper' if paper else '':>10}")
+    for (name, value), reported in zip(rows, paper or [""] * len(rows), strict=True):
+        print(f"{name:<14} {value:>18} {reported:>10}")
+
+
+def _paper_column(args: argparse.Namespace, planning) -> list[str] | None:
+    """The paper's numbers for its own setting (2,048 A100-80GB, its token budget), else None."""
+    if args.preset not in planning.PAPER_GPU_HOURS or args.gpu != "a100-80gb" or args.tokens:
+        return None
+    is_65b = args.preset == "llama-65b" and args.gpus == 2048
+    return [
+        f"{planning.PAPER_65B['tokens_per_s_per_gpu']}" if is_65b else "-",
+        f"~{planning.PAPER_65B['days']}" if is_65b else "-",
+        f"{planning.PAPER_GPU_HOURS[args.preset]:,}",
+        f"{planning.PAPER_MWH[args.preset]}",
+        f"{planning.PAPER_TCO2[args.preset]}",
+    ]
+
+
+def cmd_footprint(args: argparse.Namespace) -> None:
+    from llamafoundry.footprint import footprint
+
+    f = footprint(args.gpu_hours, args.power)
+    print(
+        f"{args.gpu_hours:,.0f} GPU-hours at {args.power:.0f} W, PUE 1.1: {f.energy_mwh:,.1f} MWh, "
+        f"{f.tco2eq:,.1f} tCO2eq (0.385 t/MWh)"
+    )

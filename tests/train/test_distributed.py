@@ -1,0 +1,153 @@
+"""torch.distributed on CPU: 2 gloo processes under torchrun (FSDP2, tensor + sequence parallel, resharding)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.train.test_resume import losses
+
+pytestmark = pytest.mark.distributed
+
+TINY = [
+    "--model.dim",
+    "64",
+    "--model.n_layers",
+    "2",
+    "--model.n_heads",
+    "4",
+    "--model.vocab_size",
+    "512",
+    "--model.max_seq_len",
+    "64",
+    "--data.seq_len",
+    "64",
+    "--train.batch_tokens",
+    "1024",
+    "--train.lr",
+    "2e-3",
+    "--train.precision",
+    "fp32",
+    "--eval.every",
+    "0",
+    "--eval.batches",
+    "2",
+    "--output.tensorboard",
+    "false",
+    "--train.log_every",
+    "1",
+]
+
+
+def torchrun(nproc: int, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def train(nproc: int, tokens: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [
+        "-m",
+        "llamafoundry.cli",
+        "train",
+        "--data.tokens",
+        str(tokens),
+        "--output.dir",
+        str(out),
+        *TINY,
+        *extra,
+    ]
+    result = torchrun(nproc, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "abort" not in result.stderr.lower() and "terminate called" not in result.stderr
+    return result
+
+
+def test_fsdp_on_two_ranks_matches_one_rank(shakespeare_tokens, tmp_path):
+    # The same global batch: 2 ranks x 8 sequences, or 1 rank x 8 sequences x 2 accumulation steps.
+    train(2, shakespeare_tokens, tmp_path / "two", "--train.steps", "5", "--train.micro_batch", "8")
+    train(1, shakespeare_tokens, tmp_path / "one", "--train.steps", "5", "--train.micro_batch", "8")
+    two, one = losses(tmp_path / "two"), losses(tmp_path / "one")
+    assert len(two) == 5 and all(abs(two[s] - one[s]) < 1e-5 for s in one), (two, one)
+
+
+def test_tensor_parallel_with_sequence_parallel_matches_unsharded(tmp_path):
+    out = tmp_path / "diff.json"
+    result = torchrun(2, str(Path(__file__).parent / "workers" / "tp_check.py"), str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    diffs = json.loads(out.read_text())
+    assert diffs["logits"] < 1e-5 and diffs["grads"] < 1e-5, diffs
+    assert diffs["local_kv_heads"] == 1  # 2 key/value heads split over 2 ranks
+
+
+def test_two_rank_checkpoint_resumes_on_one_rank(shakespeare_tokens, tmp_path):
+    common = [
+        "--train.steps",
+        "6",
+        "--train.micro_batch",
+        "4",
+        "--checkpoint.every",
+        "3",
+        "--checkpoint.keep",
+        "5",
+    ]
+    train(2, shakespeare_tokens, tmp_path / "a", *common)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step_00000006")
+    shutil.rmtree(tmp_path / "b" / "model")
+    train(1, shakespeare_tokens, tmp_path / "b", *common, "--resume")
+    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert sorted(b) == [1, 2, 3, 4, 5, 6]
+    assert all(abs(a[s] - b[s]) < 1e-5 for s in a), (a, b)
+    assert (tmp_path / "b" / "model" / "model.safetensors").is_file()
+
+
+def test_a_dead_rank_takes_the_job_down_with_a_message(shakespeare_tokens, tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "llamafoundry.cli",
+        "train",
+        "--data.tokens",
+        str(shakespeare_tokens),
+        "--output.dir",
+        str(tmp_path / "run"),
+        *TINY,
+        "--train.steps",
+        "100000",
+        "--train.micro_batch",
+        "8",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,
+    )
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.1)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2, workers
+    os.kill(int(workers[1]), signal.SIGKILL)
+    try:
+        _, stderr = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the job hung after a rank died")
+    assert proc.returncode != 0
+    assert "ChildFailedError" in stderr or "failed" in stderr.lower()
+    assert "Signal 9 (SIGKILL)" in stderr or "SIGKILL" in stderr

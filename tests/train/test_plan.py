@@ -1,0 +1,45 @@
+"""Planning on paper lands on the paper's own numbers for its own setting."""
+
+import pytest
+
+from llamafoundry.config import get_preset
+from llamafoundry.footprint import footprint
+from llamafoundry.train.plan import PAPER_GPU_HOURS, PAPER_TOKENS, make_plan, memory_gb
+from tests.helpers import run_cli
+
+
+def test_65b_on_2048_a100s_is_near_380_tokens_per_gpu_and_21_days():
+    plan = make_plan(get_preset("llama-65b"), 2048, "a100-80gb", tokens=1.4e12)
+    assert plan.tokens_per_s_per_gpu == pytest.approx(380, rel=0.05)
+    assert plan.days == pytest.approx(21, rel=0.05)
+    assert plan.footprint.device_hours == pytest.approx(PAPER_GPU_HOURS["llama-65b"], rel=0.05)
+    assert plan.total_memory_gb < 80
+
+
+@pytest.mark.parametrize("preset", ["llama-7b", "llama-13b", "llama-33b"])
+def test_gpu_hours_of_every_paper_size_are_near_table_15(preset):
+    plan = make_plan(get_preset(preset), 2048, "a100-80gb", tokens=PAPER_TOKENS[preset])
+    assert plan.footprint.device_hours == pytest.approx(PAPER_GPU_HOURS[preset], rel=0.1)
+
+
+def test_the_section_6_formula_gives_table_15():
+    f = footprint(1_022_362, 400)  # 65B
+    assert (round(f.energy_mwh), round(f.tco2eq)) == (450, 173)
+    assert round(footprint(82_432, 400).tco2eq) == 14  # 7B
+
+
+def test_memory_falls_with_tensor_parallelism_and_checkpointing():
+    cfg = get_preset("llama-65b")
+    totals = {
+        mode: sum(memory_gb(cfg, 256, 8, mode, 2048, 1).values()) for mode in ("none", "selective", "full")
+    }
+    assert totals["none"] > totals["selective"] > totals["full"]
+    assert sum(memory_gb(cfg, 2048, 1, "none", 2048, 1).values()) > totals["none"]
+
+
+def test_plan_command_prints_ours_beside_the_paper():
+    result = run_cli("plan", "--preset", "llama-65b", "--gpus", "2048", "--gpu", "a100-80gb")
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("tokens/s/GPU")).split()
+    assert row[-1] == "380" and abs(int(row[-2].replace(",", "")) - 380) < 20
+    assert "memory per GPU" in result.stdout and "tCO2eq" in result.stdout
