@@ -43,3 +43,20 @@ def test_plan_command_prints_ours_beside_the_paper():
     row = next(line for line in result.stdout.splitlines() if line.startswith("tokens/s/GPU")).split()
     assert row[-1] == "380" and abs(int(row[-2].replace(",", "")) - 380) < 20
     assert "memory per GPU" in result.stdout and "tCO2eq" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("size", "lr", "tokens"),
+    [("7b", 3e-4, 1.0e12), ("13b", 3e-4, 1.0e12), ("33b", 1.5e-4, 1.4e12), ("65b", 1.5e-4, 1.4e12)],
+)
+def test_paper_recipes_carry_table_2(size, lr, tokens):
+    from llamafoundry.config import num_params
+    from llamafoundry.train.recipe import load_recipe, validate
+    from tests.conftest import REPO
+
+    config = load_recipe(REPO / "configs" / f"llama-{size}.toml")
+    validate(config)
+    assert (config.train.lr, config.train.tokens, config.train.batch_tokens) == (lr, tokens, 4 * 2**20)
+    assert (config.train.warmup_steps, config.data.seq_len, config.train.precision) == (2000, 2048, "bf16")
+    assert config.model_config() == get_preset(f"llama-{size}")
+    assert num_params(config.model_config()) > 6e9
