@@ -40,6 +40,11 @@ class LlamaFoundryHarnessLM(HarnessLM):
         **_: object,
     ) -> None:
         super().__init__()
+        import torch
+
+        # As lm-eval's own hf model: its CLI defaults to "cuda", which falls back to the CPU without a GPU.
+        if device is None or (device.startswith("cuda") and not torch.cuda.is_available()):
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         rows = int(batch_size) if isinstance(batch_size, int) or (batch_size or "").isdigit() else 64
         self.lm = LlamaFoundryLM.from_path(
             pretrained,

@@ -8,6 +8,7 @@ questions as Hendrycks' evaluate.py does.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from llamafoundry.errors import UserError
@@ -121,8 +122,8 @@ class MMLU(MultipleChoiceTask):
         """Both layouts: with a header (question, choice0-3, answer 0-3) or Hendrycks' headerless one
         (question, A, B, C, D, letter)."""
         with path.open(encoding="utf-8", newline="") as f:
-            first = f.readline()
-        header = first.lower().startswith("question,")
+            first = next(csv.reader(f), [])
+        header = [c.strip().lower() for c in first[:1] + first[-1:]] == ["question", "answer"]
         names = None if header else ["question", "choice0", "choice1", "choice2", "choice3", "answer"]
         docs = []
         for i, row in enumerate(read_csv(path, fieldnames=names)):
