@@ -21,13 +21,18 @@ class ScriptedLM(LM):
 
     name = "scripted"
 
-    def __init__(self, score: Callable[[str, str], float] | None = None,
-                 reply: Callable[[str, GenParams], str] | None = None) -> None:
+    def __init__(
+        self,
+        score: Callable[[str, str], float] | None = None,
+        reply: Callable[[str, GenParams], str] | None = None,
+    ) -> None:
         self.score, self.reply = score, reply
         self.ll_requests: list[tuple[str, str]] = []
         self.gen_requests: list[tuple[str, GenParams]] = []
 
-    def loglikelihood(self, requests: Sequence[tuple[str, str]], desc: str | None = None) -> list[tuple[float, bool]]:
+    def loglikelihood(
+        self, requests: Sequence[tuple[str, str]], desc: str | None = None
+    ) -> list[tuple[float, bool]]:
         self.ll_requests += requests
         return [(self.score(c, x), False) for c, x in requests]
 

@@ -17,10 +17,15 @@ def plain_scores(model, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[
     out = []
     with torch.no_grad():
         for ctx, cont in pairs:
-            whole = (ctx + cont)[-(model.cfg.max_seq_len + 1):]
-            logprobs = model(torch.tensor([whole[:-1]])).log_softmax(-1)[0, -len(cont):]
+            whole = (ctx + cont)[-(model.cfg.max_seq_len + 1) :]
+            logprobs = model(torch.tensor([whole[:-1]])).log_softmax(-1)[0, -len(cont) :]
             target = torch.tensor(cont)
-            out.append((logprobs.gather(1, target[:, None]).sum().item(), bool((logprobs.argmax(-1) == target).all())))
+            out.append(
+                (
+                    logprobs.gather(1, target[:, None]).sum().item(),
+                    bool((logprobs.argmax(-1) == target).all()),
+                )
+            )
     return out
 
 
@@ -29,15 +34,21 @@ def plain_greedy(model, prompt: list[int], steps: int) -> list[int]:
     with torch.no_grad():
         for _ in range(steps):
             ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
-    return ids[len(prompt):]
+    return ids[len(prompt) :]
 
 
 @pytest.fixture(scope="module")
 def hellaswag_requests(shared_data: Path) -> list[tuple[str, str]]:
-    rows = [json.loads(line) for line in (shared_data / "hellaswag/rowanz_jsonl_subset/hellaswag.jsonl").open()][:8]
+    rows = [
+        json.loads(line) for line in (shared_data / "hellaswag/rowanz_jsonl_subset/hellaswag.jsonl").open()
+    ][:8]
     requests = [(r["ctx"], " " + e) for r in rows for e in r["endings"]]
-    requests += [("", "An empty context is BOS."), ("Trailing space moves ", "to the continuation"),
-                 ("Question: is it?\nAnswer:", " yes"), ("Question: is it?\nAnswer:", " no")]
+    requests += [
+        ("", "An empty context is BOS."),
+        ("Trailing space moves ", "to the continuation"),
+        ("Question: is it?\nAnswer:", " yes"),
+        ("Question: is it?\nAnswer:", " no"),
+    ]
     return requests
 
 
@@ -65,7 +76,9 @@ def test_long_requests_are_cut_from_the_left(tiny_model, llama_tokenizer):
     encoded = lm.encode_pairs(requests)
     assert len(encoded[0][0]) > tiny_model.cfg.max_seq_len
     got = lm.loglikelihood(requests)
-    assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in plain_scores(tiny_model, encoded)], abs=2e-4)
+    assert [lp for lp, _ in got] == pytest.approx(
+        [lp for lp, _ in plain_scores(tiny_model, encoded)], abs=2e-4
+    )
 
 
 def test_greedy_generation_equals_step_by_step_argmax(tiny_model, llama_tokenizer):

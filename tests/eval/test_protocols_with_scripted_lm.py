@@ -23,7 +23,9 @@ class ThreeChoices(MultipleChoiceTask):
     unconditional = True
 
     def docs(self, data_dir):
-        return [{"id": "q", "query": "Question: which?\nAnswer:", "choices": ["a", "bbbbbbbbbb", "cc"], "gold": 2}]
+        return [
+            {"id": "q", "query": "Question: which?\nAnswer:", "choices": ["a", "bbbbbbbbbb", "cc"], "gold": 2}
+        ]
 
 
 def three_choice_scores(context: str, continuation: str) -> float:
@@ -45,9 +47,17 @@ def test_each_normalisation_picks_what_its_rule_picks(scripted):
     assert (ANSWER_CONTEXT, " cc") in lm.ll_requests
 
 
-@pytest.mark.parametrize("name, metric", [("boolq", "acc_answer"), ("openbookqa", "acc_answer"),
-                                          ("hellaswag", "acc_norm"), ("piqa", "acc_norm"), ("winogrande", "acc"),
-                                          ("mmlu", "acc")])
+@pytest.mark.parametrize(
+    "name, metric",
+    [
+        ("boolq", "acc_answer"),
+        ("openbookqa", "acc_answer"),
+        ("hellaswag", "acc_norm"),
+        ("piqa", "acc_norm"),
+        ("winogrande", "acc"),
+        ("mmlu", "acc"),
+    ],
+)
 def test_paper_metric_per_task(name: str, metric: str):
     """Sec. 3: OpenBookQA and BoolQ normalise by P(completion | "Answer:"), the others by characters."""
     assert TASKS[name].paper_metric == metric
@@ -86,7 +96,7 @@ def test_few_shot_draws_are_seeded_and_never_the_doc_itself(shared_data: Path, s
     config = RunConfig(shots=3, seed=7)
     task.evaluate(lm_a, pool[:1], pool, config)
     task.evaluate(lm_b, pool, pool, config)
-    assert lm_a.ll_requests == lm_b.ll_requests[:len(lm_a.ll_requests)]
+    assert lm_a.ll_requests == lm_b.ll_requests[: len(lm_a.ll_requests)]
     assert lm_a.ll_requests[0][0].count("Question:") == 4  # three shots, then the question
 
 
@@ -97,7 +107,9 @@ def test_mmlu_shots_come_from_the_same_subject_dev_split(shared_data: Path, scri
     lm = scripted(score=lambda c, x: 0.0)
     task.evaluate(lm, [doc], pool, RunConfig(shots=5))
     context = lm.ll_requests[0][0]
-    assert context.startswith("The following are multiple choice questions (with answers) about virology.\n\n")
+    assert context.startswith(
+        "The following are multiple choice questions (with answers) about virology.\n\n"
+    )
     assert context.count("\nAnswer:") == 6
     virology_dev = [d for d in pool if d["subject"] == "virology"]
     assert all(d["query"] in context for d in virology_dev)
@@ -123,7 +135,9 @@ def test_mmlu_reports_each_domain(shared_data: Path, scripted):
     assert sum(g["n"] for g in result.groups.values()) == len(docs)
 
 
-@pytest.mark.parametrize("n, c, k", [(10, 0, 1), (10, 3, 1), (10, 3, 2), (10, 3, 5), (10, 10, 4), (7, 2, 7), (5, 1, 3)])
+@pytest.mark.parametrize(
+    "n, c, k", [(10, 0, 1), (10, 3, 1), (10, 3, 2), (10, 3, 5), (10, 10, 4), (7, 2, 7), (5, 1, 3)]
+)
 def test_pass_at_k_is_the_closed_form(n: int, c: int, k: int):
     """Unbiased pass@k = share of k-subsets of the n samples that contain a correct one (enumerated)."""
     samples = [True] * c + [False] * (n - c)
@@ -146,8 +160,10 @@ def test_majority_vote_ignores_unparsable_and_breaks_ties_by_first_seen():
 def test_gsm8k_greedy_and_maj1_at_k_vote_correctly(shared_data: Path, scripted):
     task = GSM8k()
     docs = task.docs(shared_data)[:2]  # gold answers 18 and 3
-    replies = {docs[0]["question"]: ["#### 17", "so 18", "#### 18", "#### 5"],
-               docs[1]["question"]: ["#### 3", "#### 4", "4 cats", "#### 3.0"]}
+    replies = {
+        docs[0]["question"]: ["#### 17", "so 18", "#### 18", "#### 5"],
+        docs[1]["question"]: ["#### 3", "#### 4", "4 cats", "#### 3.0"],
+    }
 
     def reply(context: str, params: GenParams) -> str:
         question = context.rsplit("Question: ", 1)[1].removesuffix("\nAnswer:")

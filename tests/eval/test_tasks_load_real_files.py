@@ -16,10 +16,23 @@ from llamafoundry.eval.tasks.mmlu import DOMAINS, MMLU
 
 # task -> (evaluation docs, few-shot pool or None when drawn from the evaluation split)
 DOCUMENTED = {
-    "boolq": (3270, None), "piqa": (1838, None), "siqa": (1954, None), "hellaswag": (10042, None),
-    "winogrande": (1267, None), "arc_easy": (2376, 570), "arc_challenge": (1172, 299), "openbookqa": (500, 500),
-    "nq_open": (3610, None), "triviaqa": (3000, None), "race_middle": (500, None), "race_high": (500, None),
-    "gsm8k": (1319, None), "math": (5000, None), "humaneval": (164, None), "mbpp": (500, 10), "mmlu": (14042, 285),
+    "boolq": (3270, None),
+    "piqa": (1838, None),
+    "siqa": (1954, None),
+    "hellaswag": (10042, None),
+    "winogrande": (1267, None),
+    "arc_easy": (2376, 570),
+    "arc_challenge": (1172, 299),
+    "openbookqa": (500, 500),
+    "nq_open": (3610, None),
+    "triviaqa": (3000, None),
+    "race_middle": (500, None),
+    "race_high": (500, None),
+    "gsm8k": (1319, None),
+    "math": (5000, None),
+    "humaneval": (164, None),
+    "mbpp": (500, 10),
+    "mmlu": (14042, 285),
 }
 
 
@@ -59,8 +72,13 @@ def test_winogrande_official_schema_gives_the_partial_scoring_docs(tmp_path: Pat
     """The official dev.jsonl (sentence with "_", option1/2, answer) becomes what the export holds."""
     partial = WinoGrande().docs(shared_data)[0]
     (tmp_path / "winogrande").mkdir()
-    row = {"qID": "q0", "sentence": "Sarah was a much better surgeon than Maria so _ always got the easier cases.",
-           "option1": "Sarah", "option2": "Maria", "answer": "2"}
+    row = {
+        "qID": "q0",
+        "sentence": "Sarah was a much better surgeon than Maria so _ always got the easier cases.",
+        "option1": "Sarah",
+        "option2": "Maria",
+        "answer": "2",
+    }
     (tmp_path / "winogrande/dev.jsonl").write_text(json.dumps(row) + "\n")
     official = WinoGrande().docs(tmp_path)[0]
     assert official["contexts"] == partial["contexts"]
@@ -87,8 +105,12 @@ def test_mmlu_domains_match_lm_evaluation_harness():
     import lm_eval
 
     root = Path(lm_eval.__file__).parent / "tasks/mmlu/default"
-    tags = {"mmlu_stem_tasks": "STEM", "mmlu_humanities_tasks": "Humanities",
-            "mmlu_social_sciences_tasks": "Social Sciences", "mmlu_other_tasks": "Other"}
+    tags = {
+        "mmlu_stem_tasks": "STEM",
+        "mmlu_humanities_tasks": "Humanities",
+        "mmlu_social_sciences_tasks": "Social Sciences",
+        "mmlu_other_tasks": "Other",
+    }
     theirs: dict[str, set[str]] = {d: set() for d in DOMAINS}
     for path in root.glob("mmlu_*.yaml"):
         text = path.read_text()
@@ -105,7 +127,11 @@ def test_missing_file_is_a_one_line_user_error(tmp_path: Path):
 
 def test_tasks_syntax_of_lm_evaluation_harness():
     assert [t.name for t in resolve_tasks("arc_*,social_iqa")] == ["arc_easy", "arc_challenge", "siqa"]
-    assert [t.name for t in resolve_tasks("race,hellaswag,race_high")] == ["race_middle", "race_high", "hellaswag"]
+    assert [t.name for t in resolve_tasks("race,hellaswag,race_high")] == [
+        "race_middle",
+        "race_high",
+        "hellaswag",
+    ]
     assert len(resolve_tasks("commonsense")) == 8
     with pytest.raises(UserError, match="unknown task 'hellaswagg'"):
         resolve_tasks("hellaswagg")
