@@ -91,12 +91,15 @@ class HFCausalLM(TokenLM):
             ids[row, width - len(fed) :] = torch.tensor(fed)
             attention[row, width - len(fed) :] = 1
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(
-            input_ids=ids.to(self.device),
-            attention_mask=attention.to(self.device),
-            position_ids=positions.to(self.device),
-            logits_to_keep=keep,
-        ).logits
+        inputs = {
+            "input_ids": ids.to(self.device),
+            "attention_mask": attention.to(self.device),
+            "position_ids": positions.to(self.device),
+        }
+        try:
+            logits = self.model(**inputs, logits_to_keep=keep).logits
+        except TypeError:  # models (or transformers < 4.50) without logits_to_keep: all positions
+            logits = self.model(**inputs).logits[:, -keep:]
         logprobs = logits.float().log_softmax(-1).cpu()
         out = []
         for row, (_, _, cont) in enumerate(batch):

@@ -31,10 +31,6 @@ class TaskResult:
     groups: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. MMLU domains
     seconds: float = 0.0
 
-    @property
-    def score(self) -> float:
-        return self.metrics[self.paper_metric]
-
     def to_dict(self) -> dict:
         return {
             "task": self.task,

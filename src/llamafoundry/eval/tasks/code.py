@@ -11,6 +11,7 @@ import abc
 from math import comb
 from pathlib import Path
 
+from llamafoundry.errors import UserError
 from llamafoundry.eval.lm import LM, GenParams
 from llamafoundry.eval.sandbox import Limits, run_programs
 from llamafoundry.eval.tasks.base import (
@@ -53,6 +54,8 @@ class CodeTask(Task):
     def evaluate(self, lm: LM, docs: list[Doc], pool: list[Doc], config: RunConfig) -> TaskResult:
         shots = self.shots(config)
         n = self.k_max if config.samples is None else config.samples
+        if n < 1:
+            raise UserError(f"{self.name} needs --samples of at least 1 (pass@k samples per problem)")
         tokens = config.max_new_tokens or 512
         prompts = [
             self.prompt(d, sample_shots(pool, shots, config.seed, d["id"]) if shots else []) for d in docs

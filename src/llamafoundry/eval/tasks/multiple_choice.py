@@ -13,7 +13,6 @@ each option into the sentence and scores the shared rest of it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from llamafoundry.eval.lm import LM
 from llamafoundry.eval.tasks.base import Doc, RunConfig, Task, TaskResult, sample_shots
@@ -107,7 +106,3 @@ def mean(values: Sequence[float]) -> float:
 def letter_index(key: str, labels: Sequence[str]) -> int:
     """Index of an answer key ('A'-'E' or '1'-'5') among the labels a question offers."""
     return list(labels).index(key.strip())
-
-
-def data_path(data_dir: Path | None) -> Path | None:
-    return Path(data_dir) if data_dir is not None else None
