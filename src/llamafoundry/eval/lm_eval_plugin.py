@@ -10,7 +10,6 @@ This module imports only the standard library: it runs in every Python process o
 
 from __future__ import annotations
 
-import importlib.abc
 import sys
 
 MODEL_NAME = "llamafoundry"
@@ -26,8 +25,10 @@ def register() -> None:
         model_registry.register(MODEL_NAME, target=TARGET)
 
 
-class _RegisterAfterImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; when `lm_eval.models` is found by the other finders, registers after it runs."""
+class _RegisterAfterImport:
+    """A meta-path finder that finds nothing itself: when the other finders find `lm_eval.models`, it wraps
+    the module's execution to register our model type right after. (The finder protocol needs only
+    `find_spec`; subclassing importlib.abc.MetaPathFinder would cost ~15 ms at every interpreter start.)"""
 
     def find_spec(self, name, path, target=None):
         if name != WATCHED:
