@@ -83,9 +83,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.tasks == "list":
         for name, task in TASKS.items():
-            print(
-                f"{name:<15} {task.paper_metric:<11} {task.default_shots}-shot  {(task.__doc__ or '').splitlines()[0]}"
-            )
+            summary = " ".join((task.__doc__ or "").split())[:80]
+            print(f"{name:<15} {task.paper_metric:<11} {task.default_shots}-shot  {summary}")
         return
     tasks = resolve_tasks(args.tasks)
     shots = _parse_shots(args.shots)

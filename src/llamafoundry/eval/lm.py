@@ -7,7 +7,7 @@ both: `loglikelihood([(context, continuation)]) -> [(logprob, is_greedy)]` and
 `LlamaFoundryLM` scores quickly: requests are tokenised as lm-evaluation-harness does (so numbers agree
 with it), grouped by context, and every group is *packed*: the context once, then each continuation
 after it, with an attention mask that lets each continuation see the context and itself only, and rotary
-positions that restart after the context. HellaSwag's four endings thus cost one context, not four.
+positions that, for every continuation, go on from the end of the context. HellaSwag's four endings thus cost one context, not four.
 Logits are computed only where a continuation token is predicted, so the vocabulary projection (the
 largest matrix of a small model) runs on a few rows instead of every position.
 """
@@ -107,6 +107,10 @@ def _pack_group(ctx: list[int], conts: list[tuple[int, list[int]]], max_len: int
     packs: list[_Pack] = []
     current: _Pack | None = None
     for index, cont in conts:
+        if len(cont) > max_len:
+            raise UserError(
+                f"a continuation of {len(cont)} tokens does not fit the model's {max_len}-token context"
+            )
         if len(ctx) + len(cont) > max_len + 1:
             whole = (ctx + cont)[-(max_len + 1) :]
             fed = whole[:-1]

@@ -98,6 +98,8 @@ DOMAIN_OF = {s: domain for domain, subjects in DOMAINS.items() for s in subjects
 
 
 class MMLU(MultipleChoiceTask):
+    """Hendrycks et al. (2021), test split (14,042 questions in 57 subjects), 5-shot from each subject's dev."""
+
     name = "mmlu"
     paper_metric = "acc"
     default_shots = 5
