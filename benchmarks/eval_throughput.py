@@ -5,7 +5,9 @@ folder. lm-eval scores it with its `hf` model type through a local task config o
 HellaSwag jsonl (its own prompt code); our harness scores the same folder with our model code (packed
 shared contexts, logits only where needed), then with the same scorer driven by lm-eval
 (`--model llamafoundry`). Accuracies must agree example by example. Model loading is not timed; reading
-and tokenising the data is. Run it on a quiet machine: `uptime` first.
+and tokenising the data is. Each harness runs once per round, in rotating order, and its best wall time
+and CPU time are reported, so that load from other processes distorts the ratios less; still, run it on
+a quiet machine (`uptime` first).
 
     python benchmarks/eval_throughput.py --limit 300
 """
@@ -43,34 +45,43 @@ def build_model(folder: Path, dim: int, layers: int, heads: int):
     return cfg
 
 
-def run_lm_eval(model, tasks_dir: Path, limit: int, batch_size: int) -> tuple[float, list[dict]]:
+def timed(run) -> tuple[float, float, list[dict]]:
+    """(wall seconds, process CPU seconds, per-example scores) of one harness run."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    scores = run()
+    return time.perf_counter() - wall, time.process_time() - cpu, scores
+
+
+def lm_eval_run(model, tasks_dir: Path, limit: int, batch_size: int):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=str(tasks_dir))
-    start = time.perf_counter()
-    out = lm_eval.simple_evaluate(
-        model=model,
-        tasks=["local_hellaswag"],
-        limit=limit,
-        task_manager=manager,
-        batch_size=batch_size,
-        log_samples=True,
-    )
-    seconds = time.perf_counter() - start
-    samples = sorted(out["samples"]["local_hellaswag"], key=lambda s: s["doc_id"])
-    return seconds, [{"acc": s["acc"], "acc_norm": s["acc_norm"]} for s in samples]
+    manager = TaskManager(include_path=str(tasks_dir))  # indexing lm-eval's own task files is not timed
+
+    def run() -> list[dict]:
+        out = lm_eval.simple_evaluate(
+            model=model,
+            tasks=["local_hellaswag"],
+            limit=limit,
+            task_manager=manager,
+            batch_size=batch_size,
+            log_samples=True,
+        )
+        samples = sorted(out["samples"]["local_hellaswag"], key=lambda s: s["doc_id"])
+        return [{"acc": s["acc"], "acc_norm": s["acc_norm"]} for s in samples]
+
+    return run
 
 
-def run_ours(lm, data_dir: Path, limit: int) -> tuple[float, list[dict]]:
+def ours_run(lm, data_dir: Path, limit: int):
     from llamafoundry.eval.tasks import TASKS
     from llamafoundry.eval.tasks.base import RunConfig
 
-    start = time.perf_counter()
-    result = TASKS["hellaswag"].run(lm, data_dir, RunConfig(limit=limit))
-    return time.perf_counter() - start, [
-        {"acc": e["acc"], "acc_norm": e["acc_norm"]} for e in result.examples
-    ]
+    def run() -> list[dict]:
+        result = TASKS["hellaswag"].run(lm, data_dir, RunConfig(limit=limit))
+        return [{"acc": e["acc"], "acc_norm": e["acc_norm"]} for e in result.examples]
+
+    return run
 
 
 def main() -> None:
@@ -80,6 +91,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32, help="lm-eval's rows per batch")
+    parser.add_argument("--rounds", type=int, default=2, help="each harness runs once per round, in turn")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -97,40 +109,54 @@ def main() -> None:
         (tmp / "data/hellaswag/hellaswag_val.jsonl").symlink_to(SHARED / SUBSET)
         print(
             f"model: dim {cfg.dim}, {cfg.n_layers} layers, vocab {cfg.vocab_size}, float32, "
-            f"{torch.get_num_threads()} threads; HellaSwag: first {args.limit} of {SUBSET}"
+            f"{torch.get_num_threads()} threads; HellaSwag: first {args.limit} of {SUBSET}; "
+            f"{args.rounds} rounds, best of each"
         )
-        print(f"load average before: {os.getloadavg()[0]:.2f}")
+        harnesses = {
+            "lm-eval (hf)": lm_eval_run(
+                HFLM(pretrained=str(tmp / "hf"), device="cpu", dtype="float32", batch_size=args.batch_size),
+                tmp / "tasks",
+                args.limit,
+                args.batch_size,
+            ),
+            "ours (llamafoundry eval)": ours_run(
+                LlamaFoundryLM.from_path(tmp / "hf"), tmp / "data", args.limit
+            ),
+            "lm-eval --model llamafoundry": lm_eval_run(
+                LlamaFoundryHarnessLM(pretrained=str(tmp / "hf")), tmp / "tasks", args.limit, args.batch_size
+            ),
+        }
+        best: dict[str, tuple[float, float]] = {}
+        scores: dict[str, list[dict]] = {}
+        for round_ in range(args.rounds):
+            # Rotate the order so a burst of load elsewhere does not always hit the same harness.
+            names = list(harnesses)[round_ % 3 :] + list(harnesses)[: round_ % 3]
+            for name in names:
+                load = os.getloadavg()[0]
+                wall, cpu, got = timed(harnesses[name])
+                print(
+                    f"round {round_ + 1}: {name:<30} {wall:8.2f} s wall {cpu:8.2f} s CPU (load before {load:.2f})"
+                )
+                assert scores.setdefault(name, got) == got, "scores changed between rounds"
+                old = best.get(name, (float("inf"), float("inf")))
+                best[name] = (min(old[0], wall), min(old[1], cpu))
 
-        peer_s, peer = run_lm_eval(
-            HFLM(pretrained=str(tmp / "hf"), device="cpu", dtype="float32", batch_size=args.batch_size),
-            tmp / "tasks",
-            args.limit,
-            args.batch_size,
-        )
-        ours_lm = LlamaFoundryLM.from_path(tmp / "hf")
-        ours_s, ours = run_ours(ours_lm, tmp / "data", args.limit)
-        via_s, via = run_lm_eval(
-            LlamaFoundryHarnessLM(pretrained=str(tmp / "hf")), tmp / "tasks", args.limit, args.batch_size
-        )
-        print(f"load average after: {os.getloadavg()[0]:.2f}")
-
+    peer = scores["lm-eval (hf)"]
     n = len(peer)
-    rows = [
-        ("lm-eval (hf)", peer_s, peer),
-        ("ours (llamafoundry eval)", ours_s, ours),
-        ("lm-eval --model llamafoundry", via_s, via),
-    ]
+    peer_wall, peer_cpu = best["lm-eval (hf)"]
     print(
-        f"\n{'harness':<30} {'seconds':>8} {'examples/s':>11} {'vs lm-eval':>10} {'acc':>6} {'acc_norm':>8}"
+        f"\n{'harness':<30} {'wall s':>8} {'examples/s':>11} {'vs lm-eval':>10} {'CPU s':>8} {'vs lm-eval':>10}"
+        f" {'acc':>6} {'acc_norm':>8}"
     )
-    for name, seconds, scores in rows:
-        acc = sum(s["acc"] for s in scores) / n
-        acc_norm = sum(s["acc_norm"] for s in scores) / n
+    for name, (wall, cpu) in best.items():
+        acc = sum(s["acc"] for s in scores[name]) / n
+        acc_norm = sum(s["acc_norm"] for s in scores[name]) / n
         print(
-            f"{name:<30} {seconds:>8.2f} {n / seconds:>11.2f} {peer_s / seconds:>9.2f}x {acc:>6.3f} {acc_norm:>8.3f}"
+            f"{name:<30} {wall:>8.2f} {n / wall:>11.2f} {peer_wall / wall:>9.2f}x {cpu:>8.2f} "
+            f"{peer_cpu / cpu:>9.2f}x {acc:>6.3f} {acc_norm:>8.3f}"
         )
-    for name, _, scores in rows[1:]:
-        differ = sum(a != b for a, b in zip(scores, peer, strict=True))
+    for name in list(best)[1:]:
+        differ = sum(a != b for a, b in zip(scores[name], peer, strict=True))
         print(f"{name}: {differ} of {n} examples differ from lm-eval in acc or acc_norm")
 
 
