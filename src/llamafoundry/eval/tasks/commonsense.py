@@ -111,9 +111,7 @@ class SIQA(MultipleChoiceTask):
 
     def docs(self, data_dir: Path | None) -> list[Doc]:
         if data_dir is None:
-            return from_hub(
-                "allenai/social_i_qa", None, "validation", lambda r, i: self.doc(r, r["label"], i)
-            )
+            return from_hub("lighteval/siqa", None, "validation", lambda r, i: self.doc(r, r["label"], i))
         path = require(data_dir, "siqa/dev.jsonl")
         labels = require(data_dir, "siqa/dev-labels.lst")
         return nonempty(
