@@ -1,0 +1,143 @@
+"""`llamafoundry eval MODEL --tasks ...`: the paper's benchmarks with its protocols (Sec. 3), any model.
+
+Flags that lm-evaluation-harness users know work here too: --tasks (names, groups, patterns),
+--limit (a count or a fraction), --num_fewshot, --batch_size, --output_path, --device.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from llamafoundry.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a model on the paper's benchmarks (Tables 3-9)")
+    p.add_argument(
+        "model",
+        help="model folder (ours, Meta, Hugging Face), llama2.c .bin, preset, or with "
+        "--model-type hf any transformers causal LM name or folder",
+    )
+    p.add_argument(
+        "--tasks",
+        required=True,
+        help="comma-separated tasks, groups (commonsense, closed_book_qa, race, math_reasoning, code, "
+        "paper) or patterns (arc_*); `--tasks list` prints them",
+    )
+    p.add_argument(
+        "--data-dir",
+        "--data_dir",
+        type=Path,
+        default=None,
+        help="folder with the benchmark files (shared/data layout); default: the Hugging Face hub",
+    )
+    p.add_argument(
+        "--shots",
+        "--num_fewshot",
+        default=None,
+        help="few-shot examples, one count or a list (NQ/TriviaQA: 0,1,5,64); default: the paper's",
+    )
+    p.add_argument(
+        "--limit", type=float, default=None, help="first N examples per task, or a fraction if < 1"
+    )
+    p.add_argument("--seed", type=int, default=1234, help="few-shot draws and sampling (default 1234)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="samples per problem for maj1@k (GSM8k, MATH) and pass@k (HumanEval, MBPP); "
+        "default: the paper's k; 0 skips maj1@k",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=None, help="generation length (default per task)")
+    p.add_argument(
+        "--model-type",
+        choices=("llamafoundry", "hf"),
+        default="llamafoundry",
+        help="llamafoundry: our model code (fast packed scoring); hf: transformers AutoModelForCausalLM",
+    )
+    p.add_argument(
+        "--tokenizer", type=Path, default=None, help="tokenizer.model when the model folder has none"
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: as stored)")
+    p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per scoring batch (ours)")
+    p.add_argument(
+        "--batch-size", "--batch_size", type=int, default=32, help="rows per batch (hf) / generation"
+    )
+    p.add_argument(
+        "--output",
+        "--output_path",
+        type=Path,
+        default=Path("eval_results"),
+        help="folder for results.json (every example) and results.md (default eval_results)",
+    )
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from llamafoundry.eval import report
+    from llamafoundry.eval.evaluator import evaluate
+    from llamafoundry.eval.tasks import TASKS, resolve_tasks
+    from llamafoundry.eval.tasks.base import RunConfig
+
+    if args.tasks == "list":
+        for name, task in TASKS.items():
+            summary = " ".join((task.__doc__ or "").split())[:80]
+            print(f"{name:<15} {task.paper_metric:<11} {task.default_shots}-shot  {summary}")
+        return
+    tasks = resolve_tasks(args.tasks)
+    shots = _parse_shots(args.shots)
+    if args.limit is not None and args.limit <= 0:
+        raise UserError(f"--limit must be positive, got {args.limit}")
+    if args.samples is not None and args.samples < 0:
+        raise UserError(f"--samples must be 0 or more, got {args.samples}")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise UserError(f"--data-dir {args.data_dir} is not a folder")
+    limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
+    config = RunConfig(limit=limit, seed=args.seed, samples=args.samples, max_new_tokens=args.max_new_tokens)
+    lm = _load(args)
+    results = evaluate(lm, tasks, args.data_dir, config, shots)
+    meta = {
+        "model": args.model,
+        "model_type": args.model_type,
+        "data_dir": str(args.data_dir or "hub"),
+        "limit": limit,
+        "seed": args.seed,
+    }
+    report.write_json(args.output / "results.json", results, meta)
+    report.write_markdown(args.output / "results.md", results, args.model)
+    print(report.markdown(results, args.model), end="")
+    print(f"wrote {args.output / 'results.json'} and {args.output / 'results.md'}")
+
+
+def _parse_shots(value: str | None) -> list[int | None]:
+    if value is None:
+        return [None]
+    try:
+        shots = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--shots takes counts like 0 or 0,1,5,64, got {value!r}") from None
+    if not shots or any(s < 0 for s in shots):
+        raise UserError(f"--shots takes counts of 0 or more, got {value!r}")
+    return list(shots)
+
+
+def _load(args: argparse.Namespace):
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.model_type == "hf":
+        from llamafoundry.eval.hf_lm import HFCausalLM
+
+        return HFCausalLM(args.model, device=device, dtype=args.dtype, batch_size=args.batch_size)
+    from llamafoundry.eval.lm import LlamaFoundryLM
+
+    return LlamaFoundryLM.from_path(
+        args.model,
+        device=device,
+        dtype=args.dtype,
+        tokenizer=args.tokenizer,
+        batch_tokens=args.batch_tokens,
+        max_batch=args.batch_size,
+    )

@@ -1,0 +1,138 @@
+"""`llamafoundry eval`: one command, a JSON report with every example and a table beside the paper's numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llamafoundry.cli import main
+from llamafoundry.eval import report
+from llamafoundry.eval.tasks.base import TaskResult
+
+
+def test_eval_command_writes_json_and_markdown(model_folders, shared_data: Path, tmp_path: Path, capsys):
+    out = tmp_path / "results"
+    code = main(
+        [
+            "eval",
+            str(model_folders["native"]),
+            "--tasks",
+            "arc_*,boolq",
+            "--data-dir",
+            str(shared_data),
+            "--limit",
+            "6",
+            "--output",
+            str(out),
+        ]
+    )
+    assert code == 0
+    data = json.loads((out / "results.json").read_text())
+    assert [r["task"] for r in data["results"]] == ["arc_easy", "arc_challenge", "boolq"]
+    boolq = data["results"][2]
+    assert boolq["n"] == 6 and len(boolq["examples"]) == 6
+    assert set(boolq["examples"][0]) >= {
+        "id",
+        "gold",
+        "loglikelihoods",
+        "unconditional",
+        "acc",
+        "acc_norm",
+        "acc_answer",
+    }
+    assert boolq["metrics"]["acc_answer"] == sum(e["acc_answer"] for e in boolq["examples"]) / 6
+    table = (out / "results.md").read_text()
+    assert "| boolq | 0 | acc_answer* | 6 |" in table and "| 76.5 | 78.1 | 83.1 | 85.3 | 60.5 |" in table
+    assert table in capsys.readouterr().out
+
+
+def test_limit_fraction_and_shot_lists_as_lm_eval(model_folders, shared_data: Path, tmp_path: Path):
+    out = tmp_path / "r"
+    assert (
+        main(
+            [
+                "eval",
+                str(model_folders["native"]),
+                "--tasks",
+                "openbookqa",
+                "--data_dir",
+                str(shared_data),
+                "--limit",
+                "0.01",
+                "--num_fewshot",
+                "0,2",
+                "--output_path",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert [(r["task"], r["shots"], r["n"]) for r in results] == [("openbookqa", 0, 5), ("openbookqa", 2, 5)]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tasks", "hellaswagg"], "unknown task 'hellaswagg'"),
+        (["--tasks", "piqa", "--shots", "two"], "--shots takes counts"),
+        (["--tasks", "piqa", "--limit", "0"], "--limit must be positive"),
+        (["--tasks", "piqa", "--data-dir", "/nonexistent/folder"], "is not a folder"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(args, message, model_folders, tmp_path: Path):
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llamafoundry.cli",
+            "eval",
+            str(model_folders["native"]),
+            *args,
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and message in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_without_tokenizer_asks_for_one(tmp_path: Path, shared_data: Path, capsys):
+    assert (
+        main(
+            [
+                "eval",
+                "llama-1m",
+                "--tasks",
+                "piqa",
+                "--data-dir",
+                str(shared_data),
+                "--limit",
+                "1",
+                "--output",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert "--tokenizer" in capsys.readouterr().err
+
+
+def test_markdown_places_our_numbers_beside_the_papers():
+    results = [
+        TaskResult("hellaswag", 0, {"acc": 0.25, "acc_norm": 0.5}, "acc_norm", [{}] * 4),
+        TaskResult("nq_open", 5, {"em": 0.125}, "em", [{}] * 8),
+        TaskResult("mmlu", 5, {"acc": 0.3}, "acc", [{}] * 10, groups={"STEM": {"acc": 0.4, "n": 5}}),
+    ]
+    table = report.markdown(results, "m")
+    assert "| hellaswag | 0 | acc_norm* | 4 | 50.0 | 76.1 | 79.2 | 82.8 | 84.2 | 78.9 |" in table
+    assert "| hellaswag | 0 | acc | 4 | 25.0 | - | - | - | - | - |" in table
+    assert "| nq_open | 5 | em* | 8 | 12.5 | 22.0 | 28.1 | 32.9 | 35.0 | - |" in table
+    assert "| mmlu | 5 | STEM | 5 | 40.0 | 30.5 | 35.8 | 46.0 | 51.7 | 36.7 |" in table
