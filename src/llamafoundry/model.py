@@ -45,11 +45,19 @@ def precompute_freqs_cis(
 
 
 def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs of x [B, T, H, D] by the angles in cos/sin [B or 1, T, D/2]."""
-    pairs = x.float().unflatten(-1, (-1, 2))
-    real, imag = pairs[..., 0], pairs[..., 1]
+    """Rotate adjacent channel pairs of x [B, T, H, D] by the angles in cos/sin [B or 1, T, D/2].
+
+    Each pair is a complex number multiplied by e^(i * angle), as in Meta's code: one kernel in eager
+    mode. Inductor generates no code for complex numbers, so under torch.compile the same product is
+    written with reals, which it fuses into one kernel.
+    """
     cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # broadcast over heads
-    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    pairs = x.float().unflatten(-1, (-1, 2))
+    if torch.compiler.is_compiling():
+        real, imag = pairs[..., 0], pairs[..., 1]
+        rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    else:
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * torch.complex(cos, sin))
     return rotated.flatten(-2).type_as(x)
 
 
