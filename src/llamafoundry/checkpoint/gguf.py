@@ -73,6 +73,7 @@ def save_gguf(
     name: str = "llamafoundry",
 ) -> Path:
     """Write `model` and its tokenizer as one GGUF file at `path`, atomically."""
+    key = parse_gguf_type(dtype)
     if tokenizer is None:
         raise UserError(
             "GGUF files carry the tokenizer and this model has none; pass --tokenizer tokenizer.model"
@@ -83,7 +84,6 @@ def save_gguf(
             f"the tokenizer has {tokenizer.vocab_size} pieces but the model {cfg.vocab_size}; "
             "llama.cpp needs them equal: pass the model's own tokenizer"
         )
-    key = parse_gguf_type(dtype)
     matrix_type, file_type = GGUF_TYPES[key]
     path = Path(path)
     with fileio.atomic_path(path) as tmp:
