@@ -27,14 +27,29 @@ def test_int8_layer_is_its_dequantized_matmul_and_close_to_float():
     torch.testing.assert_close(layer(x.bfloat16()).float(), layer(x), atol=0.05, rtol=0.02)
 
 
+@pytest.mark.slow
+@torch.no_grad()
+def test_compiled_decoding_form_equals_eager():
+    torch.manual_seed(0)
+    w, x = torch.randn(96, 128) * 0.05, torch.randn(2, 1, 128)
+    for layer in (Int8Linear.from_float(w), Int4Linear.from_float(w, 32)):
+        compiled = torch.compile(layer, fullgraph=True)
+        torch.testing.assert_close(compiled(x), layer(x), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("group_size", [32, 64])
-def test_int4_kernel_is_its_dequantized_matmul(group_size):
+def test_int4_layer_is_its_dequantized_matmul(group_size):
     torch.manual_seed(0)
     w, x = torch.randn(48, 128) * 0.05, torch.randn(4, 128)
     layer = Int4Linear.from_float(w, group_size)
     assert layer.weight.dtype == torch.uint8 and layer.weight.shape == (48, 64)
-    assert layer.unpacked().min() >= 0 and layer.unpacked().max() <= 15
+    assert layer.unpacked().max() <= 15
     torch.testing.assert_close(layer(x), x @ layer.dequantize().T, atol=1e-5, rtol=1e-5)
+    # The same numbers as PyTorch's own int4 CPU kernel, which uses this layout's convention.
+    packed = torch._convert_weight_to_int4pack_for_cpu(layer.unpacked().to(torch.int32), 2)
+    scales_and_zeros = torch.stack((layer.scales, layer.zeros), dim=-1).transpose(0, 1).contiguous()
+    kernel = torch._weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_zeros)
+    torch.testing.assert_close(layer(x), kernel, atol=1e-5, rtol=1e-5)
     groups = w.reshape(48, -1, group_size)
     step = (groups.amax(-1) - groups.amin(-1)) / 15
     assert ((layer.dequantize() - w).reshape(48, -1, group_size).abs() <= step.unsqueeze(-1) / 2 + 1e-6).all()

@@ -36,8 +36,9 @@ class Running:
         self.server = server
         self.url = f"http://127.0.0.1:{_free_port()}"
         port = int(self.url.rsplit(":", 1)[1])
-        self._uvicorn = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port,
-                                                      log_level="warning"))
+        self._uvicorn = uvicorn.Server(
+            uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning")
+        )
         self._thread = threading.Thread(target=self._uvicorn.run, daemon=True)
 
     def __enter__(self) -> Running:
@@ -69,10 +70,13 @@ def running(stories_folder) -> Iterator[Running]:
 
 
 def test_completion_equals_the_library_and_counts_tokens(running, stories_folder):
-    reply = running.client().completions.create(model=NAME, prompt="Once upon a time", max_tokens=20,
-                                                temperature=0)
+    reply = running.client().completions.create(
+        model=NAME, prompt="Once upon a time", max_tokens=20, temperature=0
+    )
     model, tokenizer, _ = load_model(stories_folder)
-    expected = Generator(model, tokenizer).generate(["Once upon a time"], SamplingParams(max_new_tokens=20))[0]
+    expected = Generator(model, tokenizer).generate(["Once upon a time"], SamplingParams(max_new_tokens=20))[
+        0
+    ]
     assert reply.object == "text_completion" and reply.model == NAME
     assert reply.choices[0].text == expected.text
     assert reply.choices[0].finish_reason == expected.finish_reason
@@ -83,8 +87,14 @@ def test_completion_equals_the_library_and_counts_tokens(running, stories_folder
 def test_chat_completion_and_models(running):
     client = running.client()
     reply = client.chat.completions.create(
-        model=NAME, max_tokens=12, seed=4,
-        messages=[{"role": "system", "content": "You tell stories."}, {"role": "user", "content": "A story?"}])
+        model=NAME,
+        max_tokens=12,
+        seed=4,
+        messages=[
+            {"role": "system", "content": "You tell stories."},
+            {"role": "user", "content": "A story?"},
+        ],
+    )
     assert reply.object == "chat.completion"
     assert reply.choices[0].message.role == "assistant"
     assert isinstance(reply.choices[0].message.content, str)
@@ -96,12 +106,18 @@ def test_chat_completion_and_models(running):
 def test_streams_add_up_to_the_whole_reply(running):
     client = running.client()
     whole = client.completions.create(model=NAME, prompt="The king", max_tokens=30, temperature=0.8, seed=11)
-    chunks = list(client.completions.create(model=NAME, prompt="The king", max_tokens=30, temperature=0.8,
-                                            seed=11, stream=True))
+    chunks = list(
+        client.completions.create(
+            model=NAME, prompt="The king", max_tokens=30, temperature=0.8, seed=11, stream=True
+        )
+    )
     assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
     assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
-    chat = list(client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "Hi"}],
-                                               max_tokens=10, seed=1, stream=True))
+    chat = list(
+        client.chat.completions.create(
+            model=NAME, messages=[{"role": "user", "content": "Hi"}], max_tokens=10, seed=1, stream=True
+        )
+    )
     assert chat[0].choices[0].delta.role == "assistant"
     assert chat[-1].choices[0].finish_reason in ("stop", "length")
     assert len(chat) >= 2
@@ -113,8 +129,9 @@ def test_32_concurrent_requests_all_succeed_and_are_batched(running):
     batches, requests = engine.batches_run, engine.requests_run
 
     def ask(i: int) -> str:
-        reply = client.completions.create(model=NAME, prompt=f"Story number {i}:", max_tokens=24,
-                                          temperature=0.7, seed=i)
+        reply = client.completions.create(
+            model=NAME, prompt=f"Story number {i}:", max_tokens=24, temperature=0.7, seed=i
+        )
         assert reply.choices[0].finish_reason in ("stop", "length")
         return reply.choices[0].text
 
@@ -128,8 +145,12 @@ def test_32_concurrent_requests_all_succeed_and_are_batched(running):
 
 def _raw(running: Running, path: str, body: bytes | dict, key: str = KEY) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(running.url + path, content=content, timeout=60,
-                      headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    return httpx.post(
+        running.url + path,
+        content=content,
+        timeout=60,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
 
 
 def _assert_error(response: httpx.Response, status: int, code: str | None = None) -> None:
@@ -156,8 +177,10 @@ def test_errors_are_openai_shaped_and_the_server_keeps_serving(running):
     _assert_error(_raw(running, "/v1/completions", b'{"model": "stories", "prompt": '), 400, "invalid_json")
     _assert_error(_raw(running, "/v1/completions", {"prompt": "no model"}), 400)
     _assert_error(_raw(running, "/v1/completions", {"model": NAME, "prompt": "hi", "temperature": -1}), 400)
-    _assert_error(_raw(running, "/v1/chat/completions", {"model": NAME, "messages": [{"role": "x", "content": ""}]}),
-                  400)
+    _assert_error(
+        _raw(running, "/v1/chat/completions", {"model": NAME, "messages": [{"role": "x", "content": ""}]}),
+        400,
+    )
     _assert_error(_raw(running, "/v1/completions", {"model": NAME, "prompt": "hi", "n": 3}), 400)
     _assert_error(_raw(running, "/v1/nowhere", {}), 404)
     reply = client.completions.create(model=NAME, prompt="Still there?", max_tokens=5)
@@ -168,8 +191,9 @@ def test_requests_beyond_the_concurrency_limit_get_429(stories_folder):
     with Running(_server(stories_folder, max_tokens=200, max_concurrent=1)) as running:
         client = running.client()
         with ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(client.completions.create, model=NAME, prompt="Long", max_tokens=200,
-                               temperature=0.9, seed=0)
+            slow = pool.submit(
+                client.completions.create, model=NAME, prompt="Long", max_tokens=200, temperature=0.9, seed=0
+            )
             deadline = time.monotonic() + 30
             while running.server.in_flight == 0 and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -177,4 +201,6 @@ def test_requests_beyond_the_concurrency_limit_get_429(stories_folder):
                 client.completions.create(model=NAME, prompt="Me too", max_tokens=5)
             assert limited.value.code == "rate_limit_exceeded"
             assert slow.result().choices[0].text is not None
-        assert client.completions.create(model=NAME, prompt="Now me", max_tokens=5).choices[0].text is not None
+        assert (
+            client.completions.create(model=NAME, prompt="Now me", max_tokens=5).choices[0].text is not None
+        )

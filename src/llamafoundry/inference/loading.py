@@ -109,8 +109,5 @@ def _load_quantized(
     if device is not None:
         model = model.to(device)
     model.reset_rope()
-    for module in model.modules():
-        if hasattr(module, "pack"):
-            module.pack()
     tokenizer = Tokenizer(folder / TOKENIZER) if (folder / TOKENIZER).is_file() else None
     return model, tokenizer, cfg

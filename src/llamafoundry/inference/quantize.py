@@ -5,13 +5,12 @@ over weight bytes: 8-bit weights read a quarter of float32's bytes, 4-bit an eig
 in floating point. As in gpt-fast, quantization is a transform of the model's linear layers (and of
 its state dict, which we save as a model folder); the embedding stays as it is (a lookup reads one row).
 
-- int8: w ~= q * s, q in [-127, 127], one scale per output row; matmul by `torch._weight_int8pack_mm`
-  on CPU.
+- int8: w ~= q * s, q in [-127, 127], one scale per output row.
 - int4: w ~= (q - 8) * s + z, q in [0, 15], a scale and zero per `group_size` inputs of each row (the
-  layout of the tinygemm kernels); matmul by `torch._weight_int4pack_mm_for_cpu`. The output projection
-  is kept in int8, as llama.cpp keeps it above 4 bits: its errors go straight into the logits.
+  tinygemm convention); two values per byte. The output projection is kept in int8, as llama.cpp keeps
+  it above 4 bits: its errors go straight into the logits.
 
-On other devices both fall back to dequantising inside the matmul, which torch.compile fuses.
+The matmul is written so that torch.compile reads only the quantized bytes (see `_weight_only_matmul`).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from llamafoundry.model import Transformer
 
 METHODS = ("int8", "int4")
 INT4_GROUP_SIZES = (32, 64, 128, 256)
-_INT4_TILES = 2  # inner-K tiles of the CPU int4 layout (any of 1, 2, 4, 8 gives the same numbers)
+_DECODE_ROWS = 8  # inputs with at most this many rows (tokens) take the fused decoding form
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,17 @@ class QuantConfig:
         return asdict(self)
 
 
-def _matmul_dtype(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+def _weight_only_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ weight.T, where `weight` is a dequantization expression of the stored low-bit tensor.
+
+    Compiled, for the few rows of a decoding step, it is a broadcast product summed over the inputs:
+    inductor fuses the dequantization into that one reduction kernel, which then reads only the
+    quantized bytes (a matmul would first write the whole dequantized weight out). Otherwise (eager, or
+    the many rows of a prefill, where arithmetic dominates) it is a plain matmul of the dequantized weight.
+    """
+    if torch.compiler.is_compiling() and x.numel() // x.shape[-1] <= _DECODE_ROWS:
+        return (x.unsqueeze(-2) * weight).sum(-1)
+    return F.linear(x, weight)
 
 
 class Int8Linear(nn.Module):
@@ -81,19 +89,15 @@ class Int8Linear(nn.Module):
         return self.weight.to(self.scales.dtype) * self.scales.unsqueeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _matmul_dtype(x):
-            flat = x.reshape(-1, self.in_features)
-            out = torch._weight_int8pack_mm(flat, self.weight, self.scales.to(x.dtype))
-            return out.view(*x.shape[:-1], self.out_features)
-        return F.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+        # The per-row scale commutes with the sum over inputs: apply it once per output.
+        return _weight_only_matmul(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
 
 
 class Int4Linear(nn.Module):
     """A bias-free linear layer with 4-bit weights in groups of `group_size` inputs.
 
-    The state dict holds a portable form: `weight` uint8 [out, in/2] (two 4-bit values per byte, the even
-    input in the low nibble) and `scales_and_zeros` [in/group_size, out, 2]. `pack()` derives the CPU
-    kernel's own layout from it (done after loading).
+    `weight` is uint8 [out, in/2], two values per byte (the even input in the low nibble); `scales`
+    and `zeros` are [out, in/group_size].
     """
 
     def __init__(
@@ -106,59 +110,43 @@ class Int4Linear(nn.Module):
     ) -> None:
         super().__init__()
         self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+        groups = in_features // group_size
         self.register_buffer(
             "weight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8, device=device)
         )
-        self.register_buffer(
-            "scales_and_zeros",
-            torch.zeros(in_features // group_size, out_features, 2, dtype=dtype, device=device),
-        )
-        self.register_buffer("packed", torch.empty(0, dtype=torch.uint8, device=device), persistent=False)
+        self.register_buffer("scales", torch.ones(out_features, groups, dtype=dtype, device=device))
+        self.register_buffer("zeros", torch.zeros(out_features, groups, dtype=dtype, device=device))
 
     @staticmethod
     def supports(out_features: int, in_features: int, group_size: int) -> bool:
-        """The CPU kernel needs whole groups and output rows in multiples of 16."""
-        return in_features % group_size == 0 and out_features % 16 == 0
+        return in_features % group_size == 0
 
     @classmethod
     def from_float(cls, weight: torch.Tensor, group_size: int) -> Int4Linear:
         w = weight.detach().float()
         rows, cols = w.shape
-        groups = w.reshape(-1, group_size)
-        low, high = groups.amin(dim=1, keepdim=True), groups.amax(dim=1, keepdim=True)
+        groups = w.reshape(rows, -1, group_size)
+        low, high = groups.amin(dim=-1, keepdim=True), groups.amax(dim=-1, keepdim=True)
         scales = (high - low).clamp(min=1e-6) / 15
-        zeros = low + 8 * scales  # so that q = 8 decodes to the group's midpoint
+        zeros = low + 8 * scales  # q = 8 decodes to the group's midpoint
         q = torch.round((groups - low) / scales).clamp(0, 15).to(torch.uint8).reshape(rows, cols)
         layer = cls(cols, rows, group_size, weight.dtype, weight.device)
         layer.weight = q[:, 0::2] | (q[:, 1::2] << 4)
-        qparams = torch.stack((scales.reshape(rows, -1), zeros.reshape(rows, -1)), dim=-1)
-        layer.scales_and_zeros = qparams.transpose(0, 1).contiguous().to(weight.dtype)
-        return layer.pack()
+        layer.scales, layer.zeros = scales.squeeze(-1).to(weight.dtype), zeros.squeeze(-1).to(weight.dtype)
+        return layer
 
     def unpacked(self) -> torch.Tensor:
-        """The 4-bit values as int32 [out, in]."""
-        q = torch.stack((self.weight & 0xF, self.weight >> 4), dim=-1)
-        return q.reshape(self.out_features, self.in_features).to(torch.int32)
+        """The 4-bit values, uint8 [out, in]."""
+        return torch.stack((self.weight & 0xF, self.weight >> 4), dim=-1).reshape(self.out_features, -1)
 
-    def dequantize(self) -> torch.Tensor:
-        scales, zeros = self.scales_and_zeros.transpose(0, 1).unbind(-1)  # [out, groups] each
-        q = self.unpacked().float().reshape(self.out_features, -1, self.group_size)
-        w = (q - 8) * scales.float().unsqueeze(-1) + zeros.float().unsqueeze(-1)
-        return w.reshape(self.out_features, self.in_features).to(self.scales_and_zeros.dtype)
-
-    def pack(self) -> Int4Linear:
-        if self.weight.device.type == "cpu":
-            self.packed = torch._convert_weight_to_int4pack_for_cpu(self.unpacked(), _INT4_TILES)
-        return self
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        dtype = dtype or self.scales.dtype
+        q = self.unpacked().to(dtype).reshape(self.out_features, -1, self.group_size)
+        w = (q - 8) * self.scales.to(dtype).unsqueeze(-1) + self.zeros.to(dtype).unsqueeze(-1)
+        return w.reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _matmul_dtype(x) and self.packed.numel():
-            flat = x.reshape(-1, self.in_features)
-            out = torch._weight_int4pack_mm_for_cpu(
-                flat, self.packed, self.group_size, self.scales_and_zeros.to(x.dtype)
-            )
-            return out.view(*x.shape[:-1], self.out_features)
-        return F.linear(x, self.dequantize().to(x.dtype))
+        return _weight_only_matmul(x, self.dequantize(x.dtype))
 
 
 def quantize_model(model: Transformer, config: QuantConfig) -> Transformer:
@@ -212,9 +200,8 @@ def layer_kinds(model: nn.Module) -> dict[str, str]:
 def weight_bytes(model: nn.Module) -> int:
     """Bytes of weights one decode step reads: every parameter and buffer except the embedding table
     (one row of it is read), the rotary tables and the KV cache."""
-    skip = ("tok_embeddings.", "rope_", "packed")
     total = 0
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if not name.startswith(skip) and ".cache." not in name and not name.endswith("packed"):
+        if not name.startswith(("tok_embeddings.", "rope_")) and ".cache." not in name:
             total += t.numel() * t.element_size()
     return total
