@@ -10,6 +10,7 @@ import sys
 import gguf
 import numpy as np
 import pytest
+import torch
 
 from llamafoundry.checkpoint import export
 from llamafoundry.checkpoint.gguf import gguf_name
@@ -112,10 +113,15 @@ def test_convert_cli_writes_gguf(stories_path, tok512, tmp_path):
 def test_llama_cpp_runs_our_gguf_with_our_greedy_tokens(
     stories, tok512, random_model, meta_tokenizer, tmp_path
 ):
+    import llama_cpp
     from llama_cpp import Llama
 
     path = export(tmp_path / "stories.gguf", stories, tok512, "gguf", dtype="f32")
-    llm = Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False, logits_all=True)
+    # A float32 KV cache (llama.cpp's default is float16) for float32 all the way, as ours.
+    f32 = llama_cpp.GGML_TYPE_F32
+    llm = Llama(
+        model_path=str(path), n_ctx=256, n_threads=2, verbose=False, logits_all=True, type_k=f32, type_v=f32
+    )
     prompt = tok512.encode("Once upon a time there was")
     ours = Generator(stories, tok512).generate([prompt], SamplingParams(max_new_tokens=40, ignore_eos=True))[
         0
@@ -126,7 +132,20 @@ def test_llama_cpp_runs_our_gguf_with_our_greedy_tokens(
         token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
         theirs.append(token)
         llm.eval([token])
-    assert theirs == ours.tokens
+    # The same logits along the same tokens (float32 both; sums in another order)...
+    stories.clear_cache()
+    with torch.no_grad():
+        logits = stories(torch.tensor([prompt + ours.tokens]))[0, len(prompt) - 1 : -1]
+    llm.reset()
+    llm.eval(prompt + ours.tokens)
+    np.testing.assert_allclose(
+        llm.scores[len(prompt) - 1 : llm.n_tokens - 1], logits.numpy(), atol=2e-4, rtol=0
+    )
+    # ...so the same greedy tokens, up to the first near-tie, where rounding may pick either.
+    top2 = logits.topk(2, dim=-1).values
+    clear = int(((top2[:, 0] - top2[:, 1]) > 1e-3).int().cumprod(0).sum())
+    assert clear >= 15
+    assert theirs[:clear] == ours.tokens[:clear]
     # llama.cpp's tokenizer, built from our metadata, splits text as SentencePiece does (Meta's vocabulary).
     model = random_model(vocab_size=32000)
     meta_path = export(tmp_path / "meta.gguf", model, meta_tokenizer, "gguf")
