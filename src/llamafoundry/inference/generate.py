@@ -18,6 +18,7 @@ import torch
 
 from llamafoundry.errors import UserError
 from llamafoundry.inference.detokenize import IncrementalDecoder
+from llamafoundry.inference.matmul import use_decode_linears
 from llamafoundry.inference.sampling import Sampler, SamplingParams
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
@@ -89,7 +90,8 @@ class Generator:
 
     `max_seq_len` bounds prompt + output per row (default: the model's context); `compile` compiles the
     decode step with torch.compile (`compile_mode` e.g. "max-autotune-no-cudagraphs"); the first step of
-    each new batch size then takes a compilation, every later one runs the compiled code.
+    each new batch size then takes a compilation, every later one runs the compiled code. Compiling also
+    swaps the model's float linear layers for `DecodeLinear`s (same weights; see `matmul.py`).
     """
 
     def __init__(
@@ -106,8 +108,10 @@ class Generator:
         self.max_seq_len = min(max_seq_len or model.cfg.max_seq_len, model.cfg.max_seq_len)
         self.device = model.tok_embeddings.weight.device
         self._batch = 0
+        self.compiled = compile
         self._step = self._decode_step
         if compile:
+            use_decode_linears(model)
             self._step = torch.compile(self._decode_step, fullgraph=True, dynamic=False, mode=compile_mode)
 
     def encode(self, prompt: Prompt) -> list[int]:
@@ -182,6 +186,7 @@ class Generator:
         logits = self._prefill(tokens, pad)
         current = torch.empty(batch, 1, dtype=torch.long, device=self.device)
         pos = torch.tensor(length, device=self.device)
+        checked = False  # whether a step of this loop has run with all of torch.compile's guards
         for position in range(length, self.max_seq_len + 1):
             next_tokens = sampler(logits)
             sampler.observe(next_tokens)
@@ -196,7 +201,19 @@ class Generator:
                 return
             current.copy_(next_tokens.view(batch, 1))
             pos.fill_(position)
-            logits = self._step(current, pos, pad)
+            logits = self._call_step(current, pos, pad, checked)
+            checked = True
+
+    def _call_step(
+        self, current: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor, checked: bool
+    ) -> torch.Tensor:
+        """One decode step. Within a loop every step passes the same tensors, so once one step has passed
+        torch.compile's guards (hundreds of checks, a sizeable part of a small model's step) the rest skip
+        them."""
+        if not (self.compiled and checked):
+            return self._step(current, pos, pad)
+        with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+            return self._step(current, pos, pad)
 
     def _setup_cache(self, batch: int) -> None:
         if self._batch != batch or self.model.layers[0].attention.cache is None:

@@ -10,7 +10,7 @@ its state dict, which we save as a model folder); the embedding stays as it is (
   tinygemm convention); two values per byte. The output projection is kept in int8, as llama.cpp keeps
   it above 4 bits: its errors go straight into the logits.
 
-The matmul is written so that torch.compile reads only the quantized bytes (see `_weight_only_matmul`).
+The matmul is written so that torch.compile reads only the quantized bytes (see `matmul.decode_matmul`).
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llamafoundry.errors import UserError
+from llamafoundry.inference.matmul import decode_matmul
 from llamafoundry.model import Transformer
 
 METHODS = ("int8", "int4")
 INT4_GROUP_SIZES = (32, 64, 128, 256)
-_DECODE_ROWS = 8  # inputs with at most this many rows (tokens) take the fused decoding form
+# Up to this many rows (tokens), fusing the dequantization into the read beats writing a float copy out.
+_DECODE_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -44,19 +45,6 @@ class QuantConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _weight_only_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x @ weight.T, where `weight` is a dequantization expression of the stored low-bit tensor.
-
-    Compiled, for the few rows of a decoding step, it is a broadcast product summed over the inputs:
-    inductor fuses the dequantization into that one reduction kernel, which then reads only the
-    quantized bytes (a matmul would first write the whole dequantized weight out). Otherwise (eager, or
-    the many rows of a prefill, where arithmetic dominates) it is a plain matmul of the dequantized weight.
-    """
-    if torch.compiler.is_compiling() and x.numel() // x.shape[-1] <= _DECODE_ROWS:
-        return (x.unsqueeze(-2) * weight).sum(-1)
-    return F.linear(x, weight)
 
 
 class Int8Linear(nn.Module):
@@ -90,7 +78,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The per-row scale commutes with the sum over inputs: apply it once per output.
-        return _weight_only_matmul(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+        return decode_matmul(x, self.weight.to(x.dtype), _DECODE_ROWS) * self.scales.to(x.dtype)
 
 
 class Int4Linear(nn.Module):
@@ -146,7 +134,7 @@ class Int4Linear(nn.Module):
         return w.reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _weight_only_matmul(x, self.dequantize(x.dtype))
+        return decode_matmul(x, self.dequantize(x.dtype), _DECODE_ROWS)
 
 
 def quantize_model(model: Transformer, config: QuantConfig) -> Transformer:
