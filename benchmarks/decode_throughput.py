@@ -21,7 +21,9 @@ import ctypes
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -149,12 +151,6 @@ class LlamaCpp:
         return first - start, time.perf_counter() - first
 
 
-def best_of(runs: int, fn, *args) -> tuple[float, float]:
-    """The fastest of `runs` runs (prefill and decode separately): the least disturbed by other processes."""
-    times = [fn(*args) for _ in range(runs)]
-    return min(t[0] for t in times), min(t[1] for t in times)
-
-
 def rates(name: str, precision: str, batch: int, prompt: int, new: int, times: tuple[float, float]) -> Result:
     return Result(name, precision, batch, batch * prompt / times[0], batch * (new - 1) / times[1])
 
@@ -169,13 +165,18 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=2, help="runs per measurement; the fastest counts")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="rounds of measurements (every engine once per round); the fastest counts",
+    )
     parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate")
     parser.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp even if installed")
-    parser.add_argument("--quick", action="store_true", help="prompt 64, 32 new tokens, one run")
+    parser.add_argument("--quick", action="store_true", help="prompt 64, 32 new tokens (a smoke run)")
     args = parser.parse_args()
     if args.quick:
-        args.prompt, args.new_tokens, args.runs = 64, 32, 1
+        args.prompt, args.new_tokens = 64, 32
     torch.set_num_threads(args.threads)
     context = args.prompt + args.new_tokens
     cfg = ModelConfig(
@@ -202,76 +203,78 @@ def main() -> None:
         f"{bandwidth / fp32_bytes:.0f} tok/s, int8 {bandwidth / int8_bytes:.0f} tok/s"
     )
 
-    results: list[Result] = []
     prompts = {
         b: [[(7 * i + 13 * s) % (cfg.vocab_size - 3) + 3 for i in range(args.prompt)] for s in range(b)]
         for b in args.batches
     }
-    ours = {"fp32": Generator(model, compile=True), "int8": Generator(int8, compile=True)}
-    for precision, generator in ours.items():
-        for b in args.batches:
-            run_ours(generator, prompts[b], 4)  # compile for this batch size
-            results.append(
-                rates(
-                    "ours",
-                    precision,
-                    b,
-                    args.prompt,
-                    args.new_tokens,
-                    best_of(args.runs, run_ours, generator, prompts[b], args.new_tokens),
-                )
-            )
-            print(_row(results[-1]), flush=True)
+    runners = runners_ours(model, int8, prompts, args.new_tokens)
     if not args.no_hf:
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        hf = LlamaForCausalLM(LlamaConfig(**hf_config(cfg, torch.float32, None))).eval()
-        hf.load_state_dict(to_hf(model.state_dict(), cfg))
-        for b in args.batches:
-            results.append(
-                rates(
-                    "HF generate",
-                    "fp32",
-                    b,
-                    args.prompt,
-                    args.new_tokens,
-                    best_of(args.runs, run_hf, hf, prompts[b], args.new_tokens),
-                )
-            )
-            print(_row(results[-1]), flush=True)
+        runners += runners_hf(model, cfg, prompts, args.new_tokens)
+    engines: list[LlamaCpp] = []
     if not args.no_llama_cpp:
-        results += run_llama_cpp(model, cfg, args, prompts, context)
+        runners += runners_llama_cpp(model, cfg, args, prompts, context, engines)
+    # Round-robin: every engine runs once per round, so a busy spell of the machine hits them all alike.
+    times: dict[tuple, list[tuple[float, float]]] = {key: [] for key, _ in runners}
+    for round_ in range(args.runs):
+        for key, run in runners:
+            times[key].append(run())
+        print(f"round {round_ + 1}/{args.runs} done (load average {os.getloadavg()[0]:.2f})", flush=True)
+    for engine in engines:
+        engine.close()
+    results = []
+    for (engine, precision, batch), runs in times.items():
+        best = (min(t[0] for t in runs), min(t[1] for t in runs))
+        results.append(rates(engine, precision, batch, args.prompt, args.new_tokens, best))
     report(results, args)
     quality()
 
 
-def run_llama_cpp(model: Transformer, cfg: ModelConfig, args, prompts: dict, context: int) -> list[Result]:
+Runner = tuple[tuple[str, str, int], Callable[[], tuple[float, float]]]
+
+
+def runners_ours(model: Transformer, int8: Transformer, prompts: dict, new_tokens: int) -> list[Runner]:
+    runners = []
+    for precision, generator in (
+        ("fp32", Generator(model, compile=True)),
+        ("int8", Generator(int8, compile=True)),
+    ):
+        for b, batch in prompts.items():
+            run_ours(generator, batch, 4)  # compile for this batch size
+            runners.append((("ours", precision, b), partial(run_ours, generator, batch, new_tokens)))
+    return runners
+
+
+def runners_hf(model: Transformer, cfg: ModelConfig, prompts: dict, new_tokens: int) -> list[Runner]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf = LlamaForCausalLM(LlamaConfig(**hf_config(cfg, torch.float32, None))).eval()
+    hf.load_state_dict(to_hf(model.state_dict(), cfg))
+    for batch in prompts.values():
+        run_hf(hf, batch, 2)  # warm up
+    return [
+        (("HF generate", "fp32", b), partial(run_hf, hf, batch, new_tokens)) for b, batch in prompts.items()
+    ]
+
+
+def runners_llama_cpp(
+    model: Transformer, cfg: ModelConfig, args, prompts: dict, context: int, engines: list
+) -> list[Runner]:
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
         print("llama.cpp: not installed (pip install 'llamafoundry[bench]'); its column is left out")
         return []
     tokenizer = _tokenizer_for(cfg.vocab_size)
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for precision, kind in (("fp32", "f32"), ("int8", "q8_0")):
-            path = export(Path(tmp) / f"model-{kind}.gguf", model, tokenizer, "gguf", dtype=kind)
-            for b in args.batches:
-                engine = LlamaCpp(path, b, context, args.threads)
-                engine.run(prompts[b], 4)  # warm up
-                results.append(
-                    rates(
-                        "llama.cpp",
-                        precision,
-                        b,
-                        args.prompt,
-                        args.new_tokens,
-                        best_of(args.runs, engine.run, prompts[b], args.new_tokens),
-                    )
-                )
-                engine.close()
-                print(_row(results[-1]), flush=True)
-    return results
+    tmp = Path(tempfile.mkdtemp())
+    runners = []
+    for precision, kind in (("fp32", "f32"), ("int8", "q8_0")):
+        path = export(tmp / f"model-{kind}.gguf", model, tokenizer, "gguf", dtype=kind)
+        for b, batch in prompts.items():
+            engine = LlamaCpp(path, b, context, args.threads)
+            engine.run(batch, 4)  # warm up
+            engines.append(engine)
+            runners.append((("llama.cpp", precision, b), partial(engine.run, batch, args.new_tokens)))
+    return runners
 
 
 def _tokenizer_for(vocab: int) -> Tokenizer:
@@ -282,10 +285,6 @@ def _tokenizer_for(vocab: int) -> Tokenizer:
 
     out = Path(tempfile.mkdtemp()) / "tokenizer.model"
     return train_tokenizer([SHARED / "corpora/tinyshakespeare/input.txt"], out, vocab_size=vocab)
-
-
-def _row(r: Result) -> str:
-    return f"  {r.engine:<12} {r.precision:<5} batch {r.batch}: prefill {r.prefill:8.0f} tok/s, decode {r.decode:7.1f} tok/s"
 
 
 def report(results: list[Result], args) -> None:

@@ -26,8 +26,6 @@ from llamafoundry.model import Transformer
 
 METHODS = ("int8", "int4")
 INT4_GROUP_SIZES = (32, 64, 128, 256)
-# Up to this many rows (tokens), fusing the dequantization into the read beats writing a float copy out.
-_DECODE_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The per-row scale commutes with the sum over inputs: apply it once per output.
-        return decode_matmul(x, self.weight.to(x.dtype), _DECODE_ROWS) * self.scales.to(x.dtype)
+        return decode_matmul(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
 
 
 class Int4Linear(nn.Module):
@@ -134,7 +132,7 @@ class Int4Linear(nn.Module):
         return w.reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return decode_matmul(x, self.dequantize(x.dtype), _DECODE_ROWS)
+        return decode_matmul(x, self.dequantize(x.dtype))
 
 
 def quantize_model(model: Transformer, config: QuantConfig) -> Transformer:
