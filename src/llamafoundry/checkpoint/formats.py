@@ -1,4 +1,5 @@
-"""One door for every model folder: `load_model` recognises the format by its files; `export` writes one."""
+"""One door for every model folder: `load_model` recognises the format by its files; `export` writes one
+(or, for llama.cpp, one GGUF file)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from llamafoundry.checkpoint.common import parse_dtype
+from llamafoundry.checkpoint.common import parse_dtype, read_json
 from llamafoundry.checkpoint.hf import is_hf, load_hf, save_hf
 from llamafoundry.checkpoint.llama2c import is_llama2c, load_llama2c
 from llamafoundry.checkpoint.meta import is_meta, load_meta, save_meta
@@ -18,7 +19,7 @@ from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
 
 FORMATS = ("native", "meta", "hf", "llama2c")
-EXPORT_FORMATS = ("native", "meta", "hf")
+EXPORT_FORMATS = ("native", "meta", "hf", "gguf")
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -34,6 +35,11 @@ def detect_format(path: str | os.PathLike) -> str:
             return "llama2c"
         raise UserError(f"{path} is a file of no known model format; give a model folder or a llama2.c .bin")
     if is_native(path):
+        if "quantization" in read_json(path / "config.json"):
+            raise UserError(
+                f"{path} holds a quantized model, which only inference loads: use "
+                "`llamafoundry generate` / `serve` (llamafoundry.inference.load_for_inference)"
+            )
         return "native"
     if is_meta(path):
         return "meta"
@@ -101,9 +107,17 @@ def export(
     dtype: str | torch.dtype | None = None,
     shards: int = 1,
 ) -> Path:
-    """Write `model` as a folder of `format`: 'native', 'meta' (`shards` model-parallel files) or 'hf'."""
-    torch_dtype = parse_dtype(dtype)
+    """Write `model` as a folder of `format`: 'native', 'meta' (`shards` model-parallel files) or 'hf';
+    or as llama.cpp's single file, 'gguf', whose `dtype` may also be 'f32', 'f16' or 'q8_0'."""
     _check_vocab(tokenizer, model.cfg, "pass the tokenizer the model was trained with")
+    if format == "gguf":
+        try:
+            from llamafoundry.checkpoint.gguf import save_gguf  # the gguf package is needed only here
+        except ImportError:
+            raise UserError("GGUF export needs the gguf package: pip install 'llamafoundry[gguf]'") from None
+        name = dtype if isinstance(dtype, str | None) else str(dtype).removeprefix("torch.")
+        return save_gguf(folder, model, tokenizer, name)
+    torch_dtype = parse_dtype(dtype)
     if format == "native":
         return save_native(folder, model, tokenizer, torch_dtype)
     if format == "meta":

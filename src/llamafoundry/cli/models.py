@@ -20,8 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("convert", help="convert a model between folder formats")
     p.add_argument("source", help="model folder (ours, Meta, Hugging Face), llama2.c .bin, or preset name")
     p.add_argument("dest", help="output folder (or .gguf file with --to gguf)")
-    p.add_argument("--to", default="native", help="output format: native, meta, hf (default native)")
-    p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: as loaded)")
+    p.add_argument("--to", default="native", help="output format: native, meta, hf, gguf (default native)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        help="float32, bfloat16 or float16 (default: as loaded); for --to gguf: f32 (default), f16 or q8_0",
+    )
     p.add_argument("--shards", type=int, default=1, help="model-parallel shards for --to meta (default 1)")
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.model to include")
     p.add_argument("--max-seq-len", type=int, default=None, help="context length, where the source lacks it")

@@ -1,0 +1,224 @@
+"""Inference commands: `generate` (one prompt, or interactive from stdin), `serve`, `quantize`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from llamafoundry.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "generate", help="generate text from a model (no prompt: read prompts from stdin)"
+    )
+    p.add_argument("model", help="model folder (any format, quantized too), llama2.c .bin, or preset name")
+    p.add_argument("prompt", nargs="?", default=None, help="the prompt; leave out for interactive mode")
+    p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="tokens to generate at most (default 256)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding (default 0.8)")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95; 1: off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL's penalty, e.g. 1.1 (1: off)")
+    p.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
+    p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    _model_options(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = subparsers.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
+    p.add_argument("model", help="model folder (any format, quantized too), llama2.c .bin, or preset name")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--model-name", default=None, help="the name clients ask for (default: the folder's name)")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("LLAMAFOUNDRY_API_KEY"),
+        help="require this bearer key (default: $LLAMAFOUNDRY_API_KEY; unset: no key)",
+    )
+    p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default 8)")
+    p.add_argument("--max-tokens-limit", type=int, default=1024, help="ceiling on a request's max_tokens")
+    p.add_argument(
+        "--max-concurrent", type=int, default=64, help="requests in flight before 429 (default 64)"
+    )
+    p.add_argument(
+        "--chat-template",
+        type=Path,
+        default=None,
+        help="a Jinja chat template file (default: the model folder's, else a plain transcript)",
+    )
+    _model_options(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = subparsers.add_parser("quantize", help="write a weight-only int8 / int4 copy of a model")
+    p.add_argument("model", help="model folder (any format), llama2.c .bin, or preset name")
+    p.add_argument("output", type=Path, help="output folder")
+    p.add_argument(
+        "--method", choices=("int8", "int4"), default="int8", help="int8 per channel or int4 grouped"
+    )
+    p.add_argument("--group-size", type=int, default=128, help="int4 group size: 32, 64, 128 or 256")
+    p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.model, if the folder lacks one")
+    p.add_argument(
+        "--eval-text",
+        type=Path,
+        default=None,
+        help="a held-out text file: report the perplexity before and after quantizing",
+    )
+    p.add_argument(
+        "--eval-tokens", type=int, default=16384, help="tokens of --eval-text to score (default 16384)"
+    )
+    p.set_defaults(func=cmd_quantize)
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.model, if the folder lacks one")
+    p.add_argument("--quantize", choices=("int8", "int4"), default=None, help="quantize the weights on load")
+    p.add_argument(
+        "--max-seq-len", type=int, default=None, help="context for prompt + output (default: model's)"
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default cpu)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the decode step (slow start, fast steps)"
+    )
+
+
+def _generator(args: argparse.Namespace):
+    from llamafoundry.inference.generate import Generator
+    from llamafoundry.inference.loading import load_for_inference
+    from llamafoundry.inference.quantize import QuantConfig
+
+    quant = QuantConfig(args.quantize) if args.quantize else None
+    model, tokenizer, _ = load_for_inference(
+        args.model, tokenizer=args.tokenizer, quantize=quant, device=args.device
+    )
+    if args.max_seq_len is not None and args.max_seq_len < 2:
+        raise UserError(f"--max-seq-len must be at least 2, got {args.max_seq_len}")
+    return Generator(model, tokenizer, max_seq_len=args.max_seq_len, compile=args.compile)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from llamafoundry.inference.sampling import SamplingParams
+
+    params = SamplingParams(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        stop=tuple(args.stop),
+        seed=args.seed,
+    )
+    generator = _generator(args)
+    if generator.tokenizer is None:
+        raise UserError(
+            f"{args.model} has no tokenizer, so prompts cannot be encoded; "
+            "pass --tokenizer PATH/tokenizer.model"
+        )
+    if args.prompt is not None:
+        _complete(generator, args.prompt, params, args.stream, echo=True)
+        return
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("Enter a prompt per line; Ctrl-D ends.", file=sys.stderr)
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return
+        prompt = line.rstrip("\n")
+        if not prompt.strip():
+            continue
+        try:
+            _complete(generator, prompt, params, args.stream, echo=False)
+        except UserError as exc:  # one bad prompt does not end the session
+            print(f"llamafoundry generate: error: {exc}", file=sys.stderr)
+
+
+def _complete(generator, prompt: str, params, stream: bool, echo: bool) -> None:
+    """Print the completion of one prompt (after the prompt itself when `echo`)."""
+    ids = generator.encode(prompt)
+    generator.check_prompt(ids)  # before anything is printed
+    if echo:
+        print(prompt, end="", flush=True)
+    if stream:
+        for events in generator.stream([ids], params):
+            for event in events:
+                print(event.text, end="", flush=True)
+    else:
+        print(generator.generate([ids], params)[0].text, end="")
+    print(flush=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    try:
+        import uvicorn
+
+        from llamafoundry.inference.server import Server, ServerLimits, create_app
+    except ImportError:
+        raise UserError("serving needs FastAPI and uvicorn: pip install 'llamafoundry[serve]'") from None
+    from llamafoundry.inference.chat import ChatTemplate, load_chat_template
+
+    for name in ("max_batch", "max_tokens_limit", "max_concurrent"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    generator = _generator(args)
+    if args.chat_template is not None:
+        if not args.chat_template.is_file():
+            raise UserError(f"chat template {args.chat_template} not found; give a Jinja template file")
+        template = ChatTemplate(jinja=args.chat_template.read_text(encoding="utf-8"), stop=())
+    else:
+        template = load_chat_template(args.model) if Path(args.model).is_dir() else ChatTemplate()
+    limits = ServerLimits(
+        max_tokens=args.max_tokens_limit, max_concurrent=args.max_concurrent, max_batch=args.max_batch
+    )
+    name = args.model_name or Path(args.model).name
+    server = Server(generator, name, api_key=args.api_key, limits=limits, chat_template=template)
+    print(
+        f"serving {name} on http://{args.host}:{args.port}/v1 (context {generator.max_seq_len} tokens)",
+        file=sys.stderr,
+    )
+    uvicorn.run(create_app(server), host=args.host, port=args.port, log_level="warning")
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from llamafoundry.inference.loading import load_for_inference, save_quantized
+    from llamafoundry.inference.quantize import QuantConfig, quantize_model, weight_bytes
+
+    config = QuantConfig(args.method, args.group_size)
+    model, tokenizer, _ = load_for_inference(args.model, tokenizer=args.tokenizer)
+    if Path(args.output).resolve() == Path(args.model).resolve():
+        raise UserError("the output folder is the source folder; choose another output path")
+    eval_ids = _eval_ids(args, tokenizer)
+    before = _perplexity(model, eval_ids) if eval_ids else None
+    size_before = weight_bytes(model)
+    quantize_model(model, config)
+    save_quantized(args.output, model, tokenizer)
+    print(
+        f"wrote {args.method} model to {args.output} (weights read per token: {size_before / 2**20:.1f} MiB -> "
+        f"{weight_bytes(model) / 2**20:.1f} MiB)"
+    )
+    if eval_ids:
+        after = _perplexity(model, eval_ids)
+        print(
+            f"perplexity on {args.eval_text} ({len(eval_ids)} tokens): float {before:.3f}, {args.method} "
+            f"{after:.3f}, delta {after - before:+.3f} ({(after / before - 1) * 100:+.2f}%)"
+        )
+
+
+def _eval_ids(args: argparse.Namespace, tokenizer) -> list[int] | None:
+    if args.eval_text is None:
+        return None
+    if tokenizer is None:
+        raise UserError("--eval-text needs a tokenizer and the model has none; pass --tokenizer")
+    if not args.eval_text.is_file():
+        raise UserError(f"--eval-text {args.eval_text} not found; give a text file")
+    text = args.eval_text.read_text(encoding="utf-8", errors="replace")
+    return tokenizer.encode(text[: args.eval_tokens * 16], bos=True)[: args.eval_tokens]
+
+
+def _perplexity(model, ids: list[int]) -> float:
+    from llamafoundry.inference.perplexity import perplexity
+
+    return perplexity(model, ids, progress=True)

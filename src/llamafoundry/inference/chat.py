@@ -1,0 +1,112 @@
+"""Chat messages to a prompt: the model's own template when its folder has one, else a plain one.
+
+LLaMA is a base model (the paper trains no chat variant), so the default template writes the dialogue
+as a transcript, "User: ...\\nAssistant: ...", ends with "Assistant:" and stops where the model starts
+the next "User:" turn. A Hugging Face folder's `tokenizer_config.json` may carry a Jinja
+`chat_template`; it is rendered in Jinja's sandbox, as transformers does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamafoundry.errors import UserError
+from llamafoundry.tokenizer import Tokenizer
+
+ROLES = ("system", "user", "assistant")
+_SPEAKER = {"user": "User", "assistant": "Assistant"}
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A Jinja template (None: the plain transcript) and the stop strings that end the model's turn."""
+
+    jinja: str | None = None
+    stop: tuple[str, ...] = ("\nUser:",)
+
+
+def load_chat_template(model_path: str | os.PathLike) -> ChatTemplate:
+    """The template in the model folder's tokenizer_config.json if it has one, else the plain one."""
+    config = Path(model_path) / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"{config} is not readable JSON ({exc}); fix the file") from None
+        if isinstance(template, str) and template.strip():
+            return ChatTemplate(jinja=template, stop=())
+    return ChatTemplate()
+
+
+def render_chat(messages: Sequence[dict], template: ChatTemplate, tokenizer: Tokenizer) -> list[int]:
+    """Token ids of the prompt that asks the model for the assistant's next message."""
+    for message in messages:
+        if message.get("role") not in ROLES or not isinstance(message.get("content"), str):
+            raise UserError(
+                f"each message needs a role ({', '.join(ROLES)}) and text content, got {message!r}"
+            )
+    if not messages:
+        raise UserError("messages is empty; give at least one message")
+    if template.jinja is None:
+        return tokenizer.encode(_transcript(messages), bos=True)
+    return _encode_with_specials(_render_jinja(template.jinja, messages, tokenizer), tokenizer)
+
+
+def _transcript(messages: Sequence[dict]) -> str:
+    lines = []
+    for message in messages:
+        if message["role"] == "system":
+            lines.append(message["content"].strip() + "\n")
+        else:
+            lines.append(f"{_SPEAKER[message['role']]}: {message['content'].strip()}")
+    return "\n".join(lines) + "\nAssistant:"
+
+
+def _render_jinja(source: str, messages: Sequence[dict], tokenizer: Tokenizer) -> str:
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise UserError(f"the chat template refused the messages: {message}")
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    try:
+        return env.from_string(source).render(
+            messages=list(messages),
+            add_generation_prompt=True,
+            bos_token=tokenizer.id_to_piece(tokenizer.bos_id),
+            eos_token=tokenizer.id_to_piece(tokenizer.eos_id),
+        )
+    except TemplateError as exc:
+        raise UserError(
+            f"the model's chat template failed to render ({exc}); fix tokenizer_config.json"
+        ) from None
+
+
+def _encode_with_specials(text: str, tokenizer: Tokenizer) -> list[int]:
+    """Encode rendered text in which the BOS / EOS pieces stand for their ids (SentencePiece would
+    otherwise spell them out as characters)."""
+    specials = {
+        tokenizer.id_to_piece(tokenizer.bos_id): tokenizer.bos_id,
+        tokenizer.id_to_piece(tokenizer.eos_id): tokenizer.eos_id,
+    }
+    ids: list[int] = []
+    rest = text
+    while rest:
+        hits = [(rest.find(piece), piece) for piece in specials if piece in rest]
+        if not hits:
+            ids += tokenizer.encode(rest, bos=False)
+            break
+        at, piece = min(hits)
+        if rest[:at]:
+            ids += tokenizer.encode(rest[:at], bos=False)
+        ids.append(specials[piece])
+        rest = rest[at + len(piece) :]
+    if not ids or ids[0] != tokenizer.bos_id:
+        ids.insert(0, tokenizer.bos_id)
+    return ids

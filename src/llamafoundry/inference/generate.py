@@ -1,0 +1,242 @@
+"""Text generation: one prefill of the prompts, then token-by-token decoding from a static KV cache.
+
+The decode step is the gpt-fast recipe: every tensor it touches has a fixed shape (the cache is
+preallocated for `max_seq_len` positions and attention spans all of it under a mask), so
+`torch.compile(fullgraph=True)` turns the whole step into one graph with no Python between layers and
+no allocation by us per token. Prompts of different lengths are left-padded: each row gets its own
+rotary positions and a mask that hides its padding, as Hugging Face does from an attention mask.
+The prefill projects only the last position onto the vocabulary: the other positions' logits
+(vocab x dim each) are never needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from llamafoundry.errors import UserError
+from llamafoundry.inference.detokenize import IncrementalDecoder
+from llamafoundry.inference.matmul import use_decode_linears
+from llamafoundry.inference.sampling import Sampler, SamplingParams
+from llamafoundry.model import Transformer
+from llamafoundry.tokenizer import Tokenizer
+
+Prompt = str | Sequence[int]
+
+
+@dataclass
+class Completion:
+    """The result of one prompt. `finish_reason`: 'stop' (end of sequence or a stop string) or 'length'."""
+
+    prompt_tokens: int
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """What one decode step produced for one row: its token, the text it released, and whether it ended."""
+
+    index: int
+    token: int
+    text: str
+    finish_reason: str | None
+
+
+class _Row:
+    """One prompt's progress through a batch."""
+
+    def __init__(
+        self, prompt: list[int], params: SamplingParams, eos_id: int | None, tokenizer: Tokenizer | None
+    ) -> None:
+        self.params = params
+        self.stop_ids = set(params.stop_token_ids) | (
+            {eos_id} if eos_id is not None and not params.ignore_eos else set()
+        )
+        self.completion = Completion(prompt_tokens=len(prompt))
+        self.decoder = IncrementalDecoder(tokenizer, prompt, params.stop) if tokenizer is not None else None
+
+    @property
+    def done(self) -> bool:
+        return self.completion.finish_reason is not None
+
+    def push(self, token: int, room_left: bool) -> str:
+        """Add a sampled token; return released text; set finish_reason when the row ends."""
+        out = self.completion
+        if token in self.stop_ids:
+            out.finish_reason = "stop"
+            return self._finish_text()
+        out.tokens.append(token)
+        text = self.decoder.add(token) if self.decoder is not None else ""
+        if self.decoder is not None and self.decoder.stopped:
+            out.finish_reason = "stop"
+        elif len(out.tokens) >= self.params.max_new_tokens or not room_left:
+            out.finish_reason = "length"
+            text += self._finish_text()
+        out.text += text
+        return text
+
+    def _finish_text(self) -> str:
+        text = self.decoder.flush() if self.decoder is not None else ""
+        self.completion.text += text
+        return text
+
+
+class Generator:
+    """Generates from a `Transformer` (and its tokenizer, for text prompts and stop strings).
+
+    `max_seq_len` bounds prompt + output per row (default: the model's context); `compile` compiles the
+    decode step with torch.compile (`compile_mode` e.g. "max-autotune-no-cudagraphs"); the first step of
+    each new batch size then takes a compilation, every later one runs the compiled code. Compiling also
+    swaps the model's float linear layers for `DecodeLinear`s (same weights; see `matmul.py`).
+    """
+
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer: Tokenizer | None = None,
+        *,
+        max_seq_len: int | None = None,
+        compile: bool = False,
+        compile_mode: str | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_seq_len = min(max_seq_len or model.cfg.max_seq_len, model.cfg.max_seq_len)
+        self.device = model.tok_embeddings.weight.device
+        self._batch = 0
+        self.compiled = compile
+        self._step = self._decode_step
+        if compile:
+            use_decode_linears(model)
+            self._step = torch.compile(self._decode_step, fullgraph=True, dynamic=False, mode=compile_mode)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt (text needs the tokenizer; ids pass through, checked against the vocabulary)."""
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise UserError(
+                    "this model has no tokenizer, so text prompts cannot be encoded; "
+                    "pass --tokenizer PATH/tokenizer.model"
+                )
+            return self.tokenizer.encode(prompt, bos=True)
+        ids = [int(t) for t in prompt]
+        bad = [t for t in ids if not 0 <= t < self.model.cfg.vocab_size]
+        if bad:
+            raise UserError(f"token ids {bad[:4]} are outside the vocabulary of {self.model.cfg.vocab_size}")
+        return ids
+
+    def check_prompt(self, ids: Sequence[int]) -> None:
+        """A UserError if a prompt of these ids leaves no room to generate."""
+        if not ids:
+            raise UserError("the prompt is empty; give at least one token")
+        if len(ids) >= self.max_seq_len:
+            raise UserError(
+                f"the prompt has {len(ids)} tokens but the context holds {self.max_seq_len} "
+                f"(prompt + output); shorten the prompt"
+            )
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+    ) -> list[Completion]:
+        """Complete every prompt (one batch); the results come in the order of `prompts`."""
+        rows: list[_Row] = []
+        for _ in self._run(prompts, params, rows):
+            pass
+        return [row.completion for row in rows]
+
+    def stream(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+    ) -> Iterator[list[StepEvent]]:
+        """Yield, per decode step, the events of the rows still running (closing the iterator stops it)."""
+        return self._run(prompts, params, [])
+
+    def _run(
+        self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams], rows: list[_Row]
+    ) -> Iterator[list[StepEvent]]:
+        if not prompts:
+            raise UserError("no prompts given")
+        ids = [self.encode(p) for p in prompts]
+        for prompt in ids:
+            self.check_prompt(prompt)
+        params = SamplingParams() if params is None else params
+        per_row = [params] * len(ids) if isinstance(params, SamplingParams) else list(params)
+        if len(per_row) != len(ids):
+            raise UserError(f"{len(ids)} prompts but {len(per_row)} sampling settings")
+        eos = self.tokenizer.eos_id if self.tokenizer is not None else None
+        rows.extend(_Row(p, s, eos, self.tokenizer) for p, s in zip(ids, per_row, strict=True))
+        self._setup_cache(len(ids))  # outside inference mode: the cache outlives this call
+        return self._decode(ids, rows)
+
+    @torch.inference_mode()
+    def _decode(self, ids: list[list[int]], rows: list[_Row]) -> Iterator[list[StepEvent]]:
+        batch, length = len(ids), max(len(p) for p in ids)
+        pad = torch.tensor([length - len(p) for p in ids], device=self.device)
+        tokens = torch.zeros(batch, length, dtype=torch.long, device=self.device)
+        for row, prompt in enumerate(ids):
+            tokens[row, length - len(prompt) :] = torch.tensor(prompt, device=self.device)
+        sampler = Sampler([r.params for r in rows], ids, self.model.cfg.vocab_size, self.device)
+        logits = self._prefill(tokens, pad)
+        current = torch.empty(batch, 1, dtype=torch.long, device=self.device)
+        pos = torch.tensor(length, device=self.device)
+        checked = False  # whether a step of this loop has run with all of torch.compile's guards
+        for position in range(length, self.max_seq_len + 1):
+            next_tokens = sampler(logits)
+            sampler.observe(next_tokens)
+            room_left = position < self.max_seq_len  # the cache has a slot for this token
+            events = [
+                StepEvent(i, tok, row.push(tok, room_left), row.completion.finish_reason)
+                for i, (row, tok) in enumerate(zip(rows, next_tokens.tolist(), strict=True))
+                if not row.done
+            ]
+            yield events
+            if all(row.done for row in rows):
+                return
+            current.copy_(next_tokens.view(batch, 1))
+            pos.fill_(position)
+            logits = self._call_step(current, pos, pad, checked)
+            checked = True
+
+    def _call_step(
+        self, current: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor, checked: bool
+    ) -> torch.Tensor:
+        """One decode step. Within a loop every step passes the same tensors, so once one step has passed
+        torch.compile's guards (hundreds of checks, a sizeable part of a small model's step) the rest skip
+        them."""
+        if not (self.compiled and checked):
+            return self._step(current, pos, pad)
+        with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+            return self._step(current, pos, pad)
+
+    def _setup_cache(self, batch: int) -> None:
+        if self._batch != batch or self.model.layers[0].attention.cache is None:
+            self.model.setup_cache(batch, self.max_seq_len)
+            self._batch = batch
+
+    def _prefill(self, tokens: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """Run the left-padded prompts [B, L] through the model; logits [B, V] of the last position."""
+        length = tokens.shape[1]
+        query = torch.arange(length, device=self.device)
+        key = torch.arange(self.max_seq_len, device=self.device)
+        positions = (query - pad.unsqueeze(1)).clamp(min=0)
+        visible = (key <= query.unsqueeze(1)) & (key >= pad.view(-1, 1, 1))
+        # A padding query sees itself, so no softmax row is empty (NaN); real queries never see padding.
+        visible |= key == query.unsqueeze(1)
+        hidden = self.model.hidden(tokens, 0, positions=positions, mask=visible.unsqueeze(1))
+        return self.model.output(hidden[:, -1])
+
+    def _decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """One token per row [B, 1] at cache position `pos` (0-d); logits [B, V]. Shapes never change."""
+        key = torch.arange(self.max_seq_len, device=tokens.device)
+        visible = (key <= pos) & (key >= pad.unsqueeze(1))
+        hidden = self.model.hidden(
+            tokens, pos, positions=(pos - pad).unsqueeze(1), mask=visible[:, None, None, :]
+        )
+        return self.model.output(hidden[:, -1])

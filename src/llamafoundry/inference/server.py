@@ -1,0 +1,403 @@
+"""An OpenAI-compatible HTTP API (FastAPI + uvicorn): completions, chat completions, models, health.
+
+The official `openai` client works against it unchanged: the same routes, request fields, response
+objects, server-sent-event streams ending in `data: [DONE]`, and errors as
+`{"error": {"message", "type", "param", "code"}}` with the status codes OpenAI uses (400 bad request,
+401 bad API key, 404 unknown model, 429 too many requests in flight). Limits protect the one model:
+prompt + max_tokens must fit the context, max_tokens has a ceiling, and at most `max_concurrent`
+requests may be in flight. Decoding happens on the `BatchingEngine`'s thread.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException
+
+from llamafoundry.errors import UserError
+from llamafoundry.inference.chat import ChatTemplate, render_chat
+from llamafoundry.inference.engine import BatchingEngine
+from llamafoundry.inference.generate import Generator, StepEvent
+from llamafoundry.inference.sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    max_tokens: int = 1024  # ceiling on a request's max_tokens
+    max_concurrent: int = 64  # requests in flight (queued or decoding); more get 429
+    max_batch: int = 8  # requests decoded together
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def response(self) -> JSONResponse:
+        return _error(self.status, self.message, self.type, self.param, self.code)
+
+
+def _error(
+    status: int,
+    message: str,
+    type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+class _Sampling(BaseModel):
+    """Fields shared by both endpoints (OpenAI's names and defaults, plus top_k and repetition_penalty)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    stop: str | list[str] | None = None
+    stream: bool = False
+    seed: int | None = None
+    n: int = 1
+    logprobs: Any = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str] | list[int]
+    max_tokens: int | None = 16  # OpenAI's default for completions
+    echo: bool = False
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: str
+    content: str
+
+
+class ChatRequest(_Sampling):
+    messages: list[ChatMessage]
+
+
+class Server:
+    """The app's state: generator, engine, limits, the name it answers to, an optional API key."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        model_name: str,
+        *,
+        api_key: str | None = None,
+        limits: ServerLimits | None = None,
+        chat_template: ChatTemplate | None = None,
+    ) -> None:
+        if generator.tokenizer is None:
+            raise UserError(
+                "serving needs a tokenizer and this model has none; pass --tokenizer tokenizer.model"
+            )
+        self.generator, self.model_name, self.api_key = generator, model_name, api_key
+        self.limits = limits or ServerLimits()
+        self.chat_template = chat_template or ChatTemplate()
+        self.engine = BatchingEngine(generator, self.limits.max_batch)
+        self.in_flight = 0
+        self.created = int(time.time())
+
+    def check_key(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not secrets.compare_digest(given.encode(), self.api_key.encode()):
+            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    def sampling(self, body: _Sampling, prompt_len: int, extra_stop: tuple[str, ...] = ()) -> SamplingParams:
+        if body.model != self.model_name:
+            raise APIError(
+                404,
+                f"The model `{body.model}` does not exist; this server serves `{self.model_name}`.",
+                param="model",
+                code="model_not_found",
+            )
+        for name, unsupported in (
+            ("n", body.n != 1),
+            ("logprobs", body.logprobs not in (None, False)),
+            ("presence_penalty", body.presence_penalty != 0),
+            ("frequency_penalty", body.frequency_penalty != 0),
+            ("echo", getattr(body, "echo", False)),
+        ):
+            if unsupported:
+                raise APIError(
+                    400, f"`{name}` is not supported by this server; leave it at its default.", param=name
+                )
+        context = self.generator.max_seq_len
+        room = context - prompt_len
+        max_tokens = min(room, self.limits.max_tokens) if body.max_tokens is None else body.max_tokens
+        if max_tokens > self.limits.max_tokens:
+            raise APIError(
+                400,
+                f"max_tokens is {max_tokens} but this server allows at most {self.limits.max_tokens}.",
+                param="max_tokens",
+            )
+        if room < 1 or max_tokens > room:
+            raise APIError(
+                400,
+                f"This model's maximum context length is {context} tokens. However, you requested "
+                f"{prompt_len + max(max_tokens, 1)} tokens ({prompt_len} in the prompt, "
+                f"{max(max_tokens, 1)} for the completion). Shorten the prompt or lower max_tokens.",
+                param="max_tokens" if room >= 1 else "prompt",
+                code="context_length_exceeded",
+            )
+        stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        try:
+            return SamplingParams(
+                max_new_tokens=max_tokens,
+                temperature=body.temperature,
+                top_k=body.top_k,
+                top_p=body.top_p,
+                repetition_penalty=body.repetition_penalty,
+                stop=tuple(stops) + extra_stop,
+                seed=body.seed,
+            )
+        except UserError as exc:
+            raise APIError(400, str(exc)) from None
+
+    def encode_prompts(self, prompt: str | list[str] | list[int]) -> list[list[int]]:
+        if isinstance(prompt, str):
+            prompts: list = [prompt]
+        elif prompt and all(isinstance(p, int) for p in prompt):
+            prompts = [prompt]
+        else:
+            prompts = list(prompt)
+        if not prompts or any(not p for p in prompts):
+            raise APIError(400, "prompt is empty; give some text.", param="prompt")
+        try:
+            return [self.generator.encode(p) for p in prompts]
+        except UserError as exc:
+            raise APIError(400, str(exc), param="prompt") from None
+
+    def admit(self, count: int) -> None:
+        if self.in_flight + count > self.limits.max_concurrent:
+            raise APIError(
+                429,
+                f"Too many requests in flight (limit {self.limits.max_concurrent}); retry shortly.",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+            )
+
+
+def create_app(server: Server) -> FastAPI:
+    """The FastAPI application; the engine thread starts and stops with the app."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server.engine.start()
+        yield
+        server.engine.stop()
+
+    app = FastAPI(title="llamafoundry", lifespan=lifespan)
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return _error(400, "The request body is not valid JSON.", code="invalid_json")
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(
+            400,
+            f"Invalid request: {where or 'body'}: {first.get('msg', 'invalid value')}.",
+            param=where or None,
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": server.model_name, "in_flight": server.in_flight}
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict:
+        server.check_key(request)
+        return {"object": "list", "data": [_model_card(server)]}
+
+    @app.get("/v1/models/{name}")
+    async def model(name: str, request: Request) -> dict:
+        server.check_key(request)
+        if name != server.model_name:
+            raise APIError(404, f"The model `{name}` does not exist.", param="model", code="model_not_found")
+        return _model_card(server)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        server.check_key(request)
+        prompts = server.encode_prompts(body.prompt)
+        params = [server.sampling(body, len(p)) for p in prompts]
+        return await _respond(server, request, prompts, params, body.stream, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatRequest, request: Request) -> Any:
+        server.check_key(request)
+        messages = [m.model_dump() for m in body.messages]
+        try:
+            prompt = render_chat(messages, server.chat_template, server.generator.tokenizer)
+        except UserError as exc:
+            raise APIError(400, str(exc), param="messages") from None
+        params = server.sampling(body, len(prompt), server.chat_template.stop)
+        return await _respond(server, request, [prompt], [params], body.stream, chat=True)
+
+    return app
+
+
+def _model_card(server: Server) -> dict:
+    return {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "llamafoundry"}
+
+
+async def _respond(
+    server: Server,
+    http: Request,
+    prompts: list[list[int]],
+    params: list[SamplingParams],
+    stream: bool,
+    chat: bool,
+) -> Any:
+    server.admit(len(prompts))
+    server.in_flight += len(prompts)
+    requests = [server.engine.submit(p, s) for p, s in zip(prompts, params, strict=True)]
+    meta = {
+        "id": ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12),
+        "created": int(time.time()),
+        "model": server.model_name,
+    }
+    if stream:
+        return StreamingResponse(_stream(server, http, requests, meta, chat), media_type="text/event-stream")
+    try:
+        results = [await _collect(r) for r in requests]
+    finally:
+        _release(server, requests)
+    choices = []
+    for index, (text, reason, _) in enumerate(results):
+        if chat:
+            choices.append(
+                {
+                    "index": index,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": reason,
+                    "logprobs": None,
+                }
+            )
+        else:
+            choices.append({"index": index, "text": text, "finish_reason": reason, "logprobs": None})
+    prompt_tokens = sum(len(p) for p in prompts)
+    completion_tokens = sum(count for _, _, count in results)
+    return {
+        **meta,
+        "object": "chat.completion" if chat else "text_completion",
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def _release(server: Server, requests: list) -> None:
+    for request in requests:
+        request.cancelled = True  # no-op for finished requests; stops the hand-off for abandoned ones
+    server.in_flight -= len(requests)
+
+
+async def _events(request: Any) -> AsyncIterator[StepEvent]:
+    while True:
+        item = await request.events.get()
+        if item is None:
+            return
+        if isinstance(item, Exception):
+            raise APIError(500, f"generation failed: {item}", type="server_error")
+        yield item
+
+
+async def _collect(request: Any) -> tuple[str, str | None, int]:
+    """(text, finish_reason, generated tokens) of a finished request."""
+    parts, reason, count = [], None, 0
+    async for event in _events(request):
+        parts.append(event.text)
+        count += 1
+        reason = event.finish_reason or reason
+    return "".join(parts), reason, count
+
+
+async def _stream(
+    server: Server, http: Request, requests: list, meta: dict, chat: bool
+) -> AsyncIterator[str]:
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    try:
+        for index, request in enumerate(requests):
+            if chat:
+                yield _sse(
+                    {
+                        **meta,
+                        "object": kind,
+                        "choices": [
+                            {
+                                "index": index,
+                                "delta": {"role": "assistant", "content": ""},
+                                "finish_reason": None,
+                            }
+                        ],
+                    }
+                )
+            async for event in _events(request):
+                if await http.is_disconnected():
+                    return
+                if event.text or event.finish_reason:
+                    choice = (
+                        {
+                            "index": index,
+                            "delta": {"content": event.text} if event.text else {},
+                            "finish_reason": event.finish_reason,
+                        }
+                        if chat
+                        else {
+                            "index": index,
+                            "text": event.text,
+                            "finish_reason": event.finish_reason,
+                            "logprobs": None,
+                        }
+                    )
+                    yield _sse({**meta, "object": kind, "choices": [choice]})
+        yield "data: [DONE]\n\n"
+    except APIError as exc:
+        yield _sse({"error": {"message": exc.message, "type": exc.type, "param": None, "code": None}})
+    finally:
+        _release(server, requests)
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj)}\n\n"

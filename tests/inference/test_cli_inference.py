@@ -1,0 +1,190 @@
+"""The `generate`, `quantize` and `serve` commands, run as a user runs them: in this process through the
+CLI's `main`, and as real subprocesses where the process boundary matters."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llamafoundry.checkpoint import load_model
+from llamafoundry.cli import main
+
+
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `llamafoundry ARGS` in this process, with `stdin` as its standard input."""
+
+    def run(*args: object, stdin: str = "") -> Done:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return Done(code, out, err)
+
+    return run
+
+
+def test_generate_prints_prompt_and_completion(stories_folder, cli):
+    done = cli("generate", stories_folder, "Once upon a time", "--max-new-tokens", 16, "--temperature", 0)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Once upon a time") and len(done.stdout) > len("Once upon a time") + 1
+    streamed = cli(
+        "generate", stories_folder, "Once upon a time", "--max-new-tokens", 16, "--temperature", 0, "--stream"
+    )
+    assert streamed.stdout == done.stdout
+
+
+def test_generate_seed_reproduces_and_stop_cuts(stories_folder, cli):
+    args = [
+        "generate",
+        stories_folder,
+        "The king",
+        "--max-new-tokens",
+        30,
+        "--seed",
+        5,
+        "--temperature",
+        1.0,
+        "--top-k",
+        50,
+        "--top-p",
+        0.9,
+        "--repetition-penalty",
+        1.1,
+    ]
+    first, second = cli(*args), cli(*args)
+    assert first.returncode == 0 and first.stdout == second.stdout
+    stop = first.stdout[len("The king") :][4:7]
+    cut = cli(*args, "--stop", stop)
+    assert cut.stdout.rstrip("\n") == first.stdout[: first.stdout.index(stop, len("The king"))]
+
+
+def test_interactive_mode_reads_prompts_line_by_line(stories_folder, cli):
+    done = cli(
+        "generate",
+        stories_folder,
+        "--max-new-tokens",
+        8,
+        "--temperature",
+        0,
+        stdin="Once upon a time\n\n" + "word " * 600 + "\nThe king\n",
+    )
+    assert done.returncode == 0
+    assert len(done.stdout.strip().splitlines()) == 2  # two answers; the blank line is skipped
+    assert done.stderr.count("shorten the prompt") == 1  # the oversized prompt is reported, then it goes on
+
+
+def test_generate_errors_are_one_line(stories_path, stories_folder, tok512, cli):
+    no_tokenizer = cli("generate", stories_path, "Hello")
+    assert no_tokenizer.returncode == 2
+    assert no_tokenizer.stderr.strip().count("\n") == 0 and "--tokenizer" in no_tokenizer.stderr
+    with_tokenizer = cli("generate", stories_path, "Hello", "--tokenizer", tok512.path, "--max-new-tokens", 4)
+    assert with_tokenizer.returncode == 0, with_tokenizer.stderr
+    too_long = cli("generate", stories_folder, "word " * 600)
+    assert too_long.returncode == 2 and too_long.stdout == ""
+    assert "shorten the prompt" in too_long.stderr and "Traceback" not in too_long.stderr
+    bad = cli("generate", stories_folder, "Hello", "--top-p", 2)
+    assert bad.returncode == 2 and "top_p" in bad.stderr
+
+
+def test_quantize_reports_perplexity_and_writes_a_loadable_folder(stories_folder, shared_data, tmp_path, cli):
+    out = tmp_path / "int8"
+    done = cli(
+        "quantize",
+        stories_folder,
+        out,
+        "--method",
+        "int8",
+        "--eval-text",
+        shared_data / "corpora/tinyshakespeare/input.txt",
+        "--eval-tokens",
+        1024,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "perplexity on" in done.stdout and "delta" in done.stdout
+    generated = cli("generate", out, "Once upon a time", "--max-new-tokens", 8)
+    assert generated.returncode == 0, generated.stderr
+    with pytest.raises(Exception, match="quantized"):
+        load_model(out)
+
+
+def test_serve_answers_health_and_completions(stories_folder):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llamafoundry.cli",
+            "serve",
+            str(stories_folder),
+            "--port",
+            str(port),
+            "--model-name",
+            "tiny",
+            "--api-key",
+            "k",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, "server did not come up"
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        reply = httpx.post(
+            url + "/v1/completions",
+            headers={"Authorization": "Bearer k"},
+            timeout=60,
+            json={"model": "tiny", "prompt": "Once", "max_tokens": 5},
+        )
+        assert reply.status_code == 200 and reply.json()["choices"][0]["text"] is not None
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_serve_without_a_tokenizer_is_a_user_error(stories_path: Path, cli):
+    done = cli("serve", stories_path, "--port", 1)
+    assert done.returncode == 2 and "--tokenizer" in done.stderr
+
+
+def test_console_script_runs_generate(stories_folder):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llamafoundry.cli",
+            "generate",
+            str(stories_folder),
+            "Once",
+            "--max-new-tokens",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0 and done.stdout.startswith("Once"), done.stderr

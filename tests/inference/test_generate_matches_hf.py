@@ -1,0 +1,119 @@
+"""Our generator against Hugging Face `generate` (same weights, greedy), and cached decoding against
+the full-sequence forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from llamafoundry.checkpoint.hf import hf_config, to_hf
+from llamafoundry.inference.generate import Generator
+from llamafoundry.inference.sampling import SamplingParams
+from llamafoundry.model import Transformer
+
+
+def hf_twin(model: Transformer) -> LlamaForCausalLM:
+    cfg = model.cfg
+    hf = LlamaForCausalLM(LlamaConfig(**hf_config(cfg, torch.float32, None)))
+    hf.load_state_dict(to_hf(model.state_dict(), cfg), strict=True)
+    return hf.eval()
+
+
+def hf_greedy(hf: LlamaForCausalLM, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+    """HF greedy continuation of a left-padded batch (positions come from the attention mask)."""
+    length = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (length - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        out = hf.generate(
+            ids,
+            attention_mask=mask,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
+    return out[:, length:].tolist()
+
+
+PROMPTS = [[1, 403, 407, 261, 378, 300, 89], [1, 300], [1, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120]]
+
+
+def test_greedy_batch_of_one_matches_hf(stories):
+    hf = hf_twin(stories)
+    ours = Generator(stories).generate([PROMPTS[0]], SamplingParams(max_new_tokens=40, ignore_eos=True))
+    assert ours[0].tokens == hf_greedy(hf, [PROMPTS[0]], 40)[0]
+    assert ours[0].finish_reason == "length"
+
+
+def test_greedy_left_padded_batch_matches_hf(stories):
+    hf = hf_twin(stories)
+    ours = Generator(stories).generate(PROMPTS, SamplingParams(max_new_tokens=40, ignore_eos=True))
+    expected = hf_greedy(hf, PROMPTS, 40)
+    assert [c.tokens for c in ours] == expected
+    # Each row also equals that prompt decoded alone: padding changes nothing.
+    alone = [
+        Generator(stories).generate([p], SamplingParams(max_new_tokens=40, ignore_eos=True))[0].tokens
+        for p in PROMPTS
+    ]
+    assert alone == expected
+
+
+def test_multi_head_model_with_text_prompts_matches_hf(meta_tokenizer, random_model):
+    model = random_model(n_kv_heads=None)
+    prompts = ["The capital of France is", "Hello", "In 1905, Albert Einstein published four papers"]
+    ours = Generator(model, meta_tokenizer).generate(
+        prompts, SamplingParams(max_new_tokens=24, ignore_eos=True)
+    )
+    ids = [meta_tokenizer.encode(p) for p in prompts]
+    assert [c.tokens for c in ours] == hf_greedy(hf_twin(model), ids, 24)
+    assert [c.prompt_tokens for c in ours] == [len(i) for i in ids]
+
+
+def _cached_logits(
+    generator: Generator, prompts: list[list[int]], continuation: list[list[int]]
+) -> torch.Tensor:
+    """Logits [B, steps + 1, V]: the prefill's, then one decode step per continuation token."""
+    batch, length = len(prompts), max(len(p) for p in prompts)
+    generator._setup_cache(batch)
+    pad = torch.tensor([length - len(p) for p in prompts])
+    tokens = torch.tensor([[0] * (length - len(p)) + p for p in prompts])
+    out = [generator._prefill(tokens, pad)]
+    for step in range(len(continuation[0])):
+        current = torch.tensor([[c[step]] for c in continuation])
+        out.append(generator._step(current, torch.tensor(length + step), pad))
+    return torch.stack(out, dim=1)
+
+
+@torch.no_grad()
+def test_cached_decode_logits_equal_full_sequence_logits(stories):
+    continuation = [[5 + i, 77, 300, 2, 9, 120, 44, 8] for i in range(len(PROMPTS))]
+    cached = _cached_logits(Generator(stories), PROMPTS, continuation)
+    stories.clear_cache()
+    for row, (prompt, cont) in enumerate(zip(PROMPTS, continuation, strict=True)):
+        full = stories(torch.tensor([prompt + cont]))[0, len(prompt) - 1 :]
+        torch.testing.assert_close(cached[row], full, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_compiled_decode_step_equals_eager(stories):
+    prompts, continuation = PROMPTS[:2], [[7, 8, 9, 10], [11, 12, 13, 14]]
+    eager = _cached_logits(Generator(stories), prompts, continuation)
+    compiled_gen = Generator(stories, compile=True)
+    compiled = _cached_logits(compiled_gen, prompts, continuation)
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)
+    params = SamplingParams(max_new_tokens=30, ignore_eos=True)
+    assert (
+        compiled_gen.generate(prompts, params)[0].tokens
+        == Generator(stories).generate(prompts, params)[0].tokens
+    )
+
+
+def test_generation_stops_at_the_end_of_the_context(stories):
+    generator = Generator(stories, max_seq_len=20)
+    out = generator.generate([PROMPTS[2]], SamplingParams(max_new_tokens=100, ignore_eos=True))[0]
+    assert len(PROMPTS[2]) + len(out.tokens) == 21  # the last token needs no cache slot
+    assert out.finish_reason == "length"

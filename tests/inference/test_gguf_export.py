@@ -1,0 +1,154 @@
+"""GGUF export, read back by llama.cpp's own `gguf` reader; and, where llama-cpp-python is installed,
+run by llama.cpp itself."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from llamafoundry.checkpoint import export
+from llamafoundry.checkpoint.gguf import gguf_name
+from llamafoundry.errors import UserError
+from llamafoundry.inference.generate import Generator
+from llamafoundry.inference.sampling import SamplingParams
+
+
+def _field(reader: gguf.GGUFReader, key: str):
+    return reader.fields[key].contents()
+
+
+@pytest.mark.parametrize("kind", ["f32", "f16", "q8_0"])
+def test_gguf_holds_every_tensor_with_llama_cpp_names_and_shapes(stories, tok512, tmp_path, kind):
+    path = export(tmp_path / f"stories-{kind}.gguf", stories, tok512, "gguf", dtype=kind)
+    reader = gguf.GGUFReader(path)
+    tensors = {t.name: t for t in reader.tensors}
+    state = stories.state_dict()
+    assert set(tensors) == {gguf_name(n) for n in state}
+    assert "blk.4.ffn_gate.weight" in tensors and "output_norm.weight" in tensors
+    for name, ours in state.items():
+        t = tensors[gguf_name(name)]
+        assert tuple(int(d) for d in reversed(t.shape)) == tuple(
+            ours.shape
+        )  # GGUF lists dims innermost first
+        values = gguf.quants.dequantize(t.data, t.tensor_type).reshape(ours.shape)
+        if ours.ndim == 1:
+            assert t.tensor_type == gguf.GGMLQuantizationType.F32  # llama.cpp wants norms in float32
+        tolerance = {"f32": 0, "f16": 1e-3, "q8_0": 2e-2}[kind] * float(ours.abs().max())
+        np.testing.assert_allclose(values, ours.numpy(), atol=tolerance + 1e-7, rtol=0)
+    # ffn_down's rows are 172 values, not whole 32-value Q8_0 blocks: it falls back to F16 as llama.cpp's does.
+    expected = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0"}[kind]
+    assert tensors["blk.0.attn_q.weight"].tensor_type.name == expected
+    assert tensors["blk.0.ffn_down.weight"].tensor_type.name == ("F16" if kind == "q8_0" else expected)
+
+
+def test_gguf_metadata_and_tokenizer(stories, tok512, tmp_path):
+    reader = gguf.GGUFReader(export(tmp_path / "m.gguf", stories, tok512, "gguf"))
+    cfg = stories.cfg
+    assert _field(reader, "general.architecture") == "llama"
+    assert _field(reader, "llama.block_count") == cfg.n_layers
+    assert _field(reader, "llama.embedding_length") == cfg.dim
+    assert _field(reader, "llama.feed_forward_length") == cfg.ffn_hidden_dim
+    assert _field(reader, "llama.attention.head_count") == cfg.n_heads
+    assert _field(reader, "llama.attention.head_count_kv") == cfg.kv_heads
+    assert _field(reader, "llama.rope.dimension_count") == cfg.head_dim
+    assert _field(reader, "llama.context_length") == cfg.max_seq_len
+    assert _field(reader, "llama.attention.layer_norm_rms_epsilon") == pytest.approx(cfg.norm_eps)
+    assert _field(reader, "tokenizer.ggml.model") == "llama"
+    assert _field(reader, "tokenizer.ggml.tokens") == [
+        tok512.id_to_piece(i) for i in range(tok512.vocab_size)
+    ]
+    assert _field(reader, "tokenizer.ggml.scores") == pytest.approx(
+        [tok512.sp.get_score(i) for i in range(512)]
+    )
+    types = _field(reader, "tokenizer.ggml.token_type")
+    assert types[tok512.unk_id] == gguf.TokenType.UNKNOWN and types[tok512.bos_id] == gguf.TokenType.CONTROL
+    assert types[3] == gguf.TokenType.BYTE  # <0x00>, the first byte-fallback piece
+    assert _field(reader, "tokenizer.ggml.bos_token_id") == tok512.bos_id
+    assert _field(reader, "tokenizer.ggml.eos_token_id") == tok512.eos_id
+    assert _field(reader, "tokenizer.ggml.add_bos_token") is True
+
+
+def test_gguf_export_needs_the_models_tokenizer(stories, meta_tokenizer, tmp_path):
+    with pytest.raises(UserError, match="--tokenizer"):
+        export(tmp_path / "a.gguf", stories, None, "gguf")
+    with pytest.raises(UserError, match="512"):
+        export(tmp_path / "b.gguf", stories, meta_tokenizer, "gguf")  # 32000 pieces for a 512-token model
+    with pytest.raises(UserError, match="q8_0"):
+        export(tmp_path / "c.gguf", stories, None, "gguf", dtype="q4_k")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_convert_cli_writes_gguf(stories_path, tok512, tmp_path):
+    out = tmp_path / "stories.gguf"
+    cmd = [
+        sys.executable,
+        "-m",
+        "llamafoundry.cli",
+        "convert",
+        str(stories_path),
+        str(out),
+        "--to",
+        "gguf",
+        "--dtype",
+        "q8_0",
+        "--tokenizer",
+        str(tok512.path),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert _field(gguf.GGUFReader(out), "general.file_type") == gguf.LlamaFileType.MOSTLY_Q8_0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None,
+    reason="llama-cpp-python (llama_cpp) is not installed: pip install 'llamafoundry[bench]'",
+)
+def test_llama_cpp_runs_our_gguf_with_our_greedy_tokens(
+    stories, tok512, random_model, meta_tokenizer, tmp_path
+):
+    import llama_cpp
+    from llama_cpp import Llama
+
+    path = export(tmp_path / "stories.gguf", stories, tok512, "gguf", dtype="f32")
+    # A float32 KV cache (llama.cpp's default is float16) for float32 all the way, as ours.
+    f32 = llama_cpp.GGML_TYPE_F32
+    llm = Llama(
+        model_path=str(path), n_ctx=256, n_threads=2, verbose=False, logits_all=True, type_k=f32, type_v=f32
+    )
+    prompt = tok512.encode("Once upon a time there was")
+    ours = Generator(stories, tok512).generate([prompt], SamplingParams(max_new_tokens=40, ignore_eos=True))[
+        0
+    ]
+    theirs = []
+    llm.eval(prompt)
+    for _ in range(40):
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        theirs.append(token)
+        llm.eval([token])
+    # The same logits along the same tokens (float32 both; sums in another order)...
+    stories.clear_cache()
+    with torch.no_grad():
+        logits = stories(torch.tensor([prompt + ours.tokens]))[0, len(prompt) - 1 : -1]
+    llm.reset()
+    llm.eval(prompt + ours.tokens)
+    np.testing.assert_allclose(
+        llm.scores[len(prompt) - 1 : llm.n_tokens - 1], logits.numpy(), atol=2e-4, rtol=0
+    )
+    # ...so the same greedy tokens, up to the first near-tie, where rounding may pick either.
+    top2 = logits.topk(2, dim=-1).values
+    clear = int(((top2[:, 0] - top2[:, 1]) > 1e-3).int().cumprod(0).sum())
+    assert clear >= 15
+    assert theirs[:clear] == ours.tokens[:clear]
+    # llama.cpp's tokenizer, built from our metadata, splits text as SentencePiece does (Meta's vocabulary).
+    model = random_model(vocab_size=32000)
+    meta_path = export(tmp_path / "meta.gguf", model, meta_tokenizer, "gguf")
+    vocab_only = Llama(model_path=str(meta_path), vocab_only=True, verbose=False)
+    for text in ("Hello world", "The year 1905 and naïve café — 東京", "  two  spaces\nand a newline"):
+        assert vocab_only.tokenize(text.encode(), add_bos=True) == meta_tokenizer.encode(text)
