@@ -19,8 +19,8 @@ import torch
 
 from llamafoundry.config import ModelConfig
 from llamafoundry.model import Transformer
+from llamafoundry.train.loss import lm_loss
 from llamafoundry.train.parallel import apply_activation_checkpointing
-from llamafoundry.train.trainer import lm_loss
 
 MODES = ("none", "selective", "full")
 

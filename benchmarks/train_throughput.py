@@ -4,7 +4,7 @@ Shape (issue 3): dim 512, 8 layers, 8 heads, vocab 32000, batch 8 x 512 tokens; 
 settings for both; the same threads; fp32 and bf16 autocast. Prints tokens/s, MFU against the matmul
 peak measured here for each precision, and ours/HF ratios.
 
-    python benchmarks/train_throughput.py [--steps 6] [--threads 2] [--compile auto|on|off]
+    python benchmarks/train_throughput.py [--steps 6] [--threads 2] [--compile true|false]
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from llamafoundry.config import ModelConfig, flops_per_token
 from llamafoundry.model import Transformer
 from llamafoundry.train.metrics import measure_matmul_flops
 from llamafoundry.train.optim import OptimConfig, build_optimizer, clip_grad_norm
-from llamafoundry.train.parallel import compile_for_training
-from llamafoundry.train.trainer import autocast, lm_loss
+from llamafoundry.train.parallel import Layout, training_loss
+from llamafoundry.train.recipe import ParallelSection
+from llamafoundry.train.trainer import autocast
 
 SHAPE = ModelConfig(dim=512, n_layers=8, n_heads=8, vocab_size=32000, multiple_of=256, max_seq_len=512)
 BATCH, SEQ = 8, 512
@@ -44,7 +45,7 @@ def hf_model() -> torch.nn.Module:
 
 
 def time_steps(model: torch.nn.Module, loss_fn, precision: torch.dtype, steps: int) -> float:
-    """Seconds per optimizer step (the median of `steps`, after two warm-up steps)."""
+    """Seconds per optimizer step (the median of `steps`, after two warm-up steps, which include compiling)."""
     optimizer = build_optimizer(model, OptimConfig())
     batch = torch.randint(0, SHAPE.vocab_size, (BATCH, SEQ + 1))
     times = []
@@ -69,7 +70,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
+    parser.add_argument(
+        "--compile",
+        default="true",
+        choices=["true", "false"],
+        help="our trainer with parallel.compile = true (the default here) or false",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     fpt = flops_per_token(SHAPE, SEQ)
@@ -87,9 +93,10 @@ def main() -> None:
         torch.manual_seed(0)
         hf = time_steps(hf_model(), hf_loss, precision, args.steps)
         torch.manual_seed(0)
-        ours_model = Transformer(SHAPE).train()
-        ours_model = compile_for_training(ours_model, args.compile)
-        ours = time_steps(ours_model, lm_loss, precision, args.steps)
+        ours_loss = training_loss(
+            ParallelSection(compile=args.compile), Layout(0, 1, 1, None), torch.device("cpu")
+        )
+        ours = time_steps(Transformer(SHAPE).train(), ours_loss, precision, args.steps)
         name = str(precision).removeprefix("torch.")
         hf_tps, our_tps = tokens / hf, tokens / ours
         print(

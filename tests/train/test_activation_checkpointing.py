@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from llamafoundry.model import Transformer
+from llamafoundry.train.loss import lm_loss
 from llamafoundry.train.parallel import apply_activation_checkpointing
-from llamafoundry.train.trainer import lm_loss
 from tests.helpers import GQA
 
 

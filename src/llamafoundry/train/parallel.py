@@ -2,7 +2,7 @@
 
 Order, as torchtitan applies them: tensor + sequence parallelism (DTensor plans on a `tp` sub-mesh),
 activation checkpointing, torch.compile per block, then FSDP2 (`fully_shard`) on the `dp_shard`
-sub-mesh, per block and at the root.
+sub-mesh, per block and at the root. A model that is not sharded is compiled whole, with its loss.
 
 - Tensor parallel (Megatron; Korthikanti et al. 2022 for the sequence part): wq/wk/wv and the SwiGLU
   gate/up projections split by output rows (column-wise), wo and the down projection by input columns
@@ -19,6 +19,7 @@ sub-mesh, per block and at the root.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +32,7 @@ from llamafoundry.config import ModelConfig, num_params
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
 from llamafoundry.train.distributed import Runtime
+from llamafoundry.train.loss import lm_loss
 from llamafoundry.train.recipe import ParallelSection
 
 
@@ -76,7 +78,9 @@ def build_model(
     if layout.tp > 1:
         apply_tensor_parallel(model, layout.mesh["tp"])
     apply_activation_checkpointing(model, pcfg.activation_checkpoint)
-    compile_for_training(model, pcfg.compile)
+    if layout.mesh is not None and compile_enabled(pcfg.compile, runtime.device):
+        for block in model.layers:  # per block, so FSDP's hooks stay between compiled graphs
+            block.compile()
     if layout.mesh is not None:
         apply_fsdp(model, layout.mesh["dp_shard"], runtime.device, precision)
     if whole:
@@ -169,14 +173,21 @@ def apply_activation_checkpointing(model: Transformer, mode: str) -> None:
         model.layers[i] = checkpoint_wrapper(block, **kwargs)
 
 
-def compile_for_training(model: Transformer, mode: str = "auto") -> Transformer:
-    """torch.compile each transformer block (fuses norms, rotary, SwiGLU); 'auto' compiles on CUDA."""
-    device = next(model.parameters()).device
-    on_cuda = device.type == "cuda" or (device.type == "meta" and torch.cuda.is_available())
-    if mode in ("on", "true") or (mode == "auto" and on_cuda):
-        for block in model.layers:
-            block.compile()
-    return model
+def compile_enabled(mode: str, device: torch.device) -> bool:
+    """'auto' compiles on CUDA; 'true'/'false' force it (on CPU the first step then compiles for a minute)."""
+    return mode == "true" or (mode == "auto" and device.type == "cuda")
+
+
+def training_loss(pcfg: ParallelSection, layout: Layout, device: torch.device) -> Callable:
+    """`lm_loss`, compiled as one graph when the model is not sharded.
+
+    One graph lets inductor fuse the cross-entropy's element-wise passes over the [tokens x vocab]
+    logits with the output layer: on CPU those passes cost as much as the output matmul itself.
+    Sharded models are compiled per block instead (see build_model).
+    """
+    if layout.mesh is None and compile_enabled(pcfg.compile, device):
+        return torch.compile(lm_loss)
+    return lm_loss
 
 
 def apply_fsdp(model: Transformer, dp_mesh: DeviceMesh, device: torch.device, precision: torch.dtype) -> None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from llamafoundry import fileio
@@ -43,12 +42,6 @@ class TrainResult:
     val_loss: float
     elapsed_s: float
     output: Path
-
-
-def lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy of windows [B, L + 1] (inputs: first L tokens, targets: last L)."""
-    logits = model(batch[:, :-1])
-    return F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
@@ -127,6 +120,7 @@ class _Run:
         self.optim_cfg = optim
         self.optimizer = build_optimizer(self.model, optim)
         self.loader = self._loader("train")
+        self.loss_fn = parallel.training_loss(cfg.parallel, self.layout, runtime.device)
 
     def _loader(self, split: str) -> TokenLoader:
         return TokenLoader(
@@ -148,7 +142,7 @@ class _Run:
         for micro in batch.to(self.rt.device, non_blocking=True):
             attention = parallel.attention_backend(self.cfg.parallel.sdpa_backend, self.rt.device)
             with autocast(self.rt.device, self.precision), attention:
-                loss = lm_loss(self.model, micro)
+                loss = self.loss_fn(self.model, micro)
             if backward:
                 (loss / len(batch)).backward()
             total += loss.detach()

@@ -12,8 +12,8 @@ import torch.distributed as dist
 from llamafoundry.config import ModelConfig
 from llamafoundry.model import Transformer
 from llamafoundry.train.distributed import init_runtime, shutdown
+from llamafoundry.train.loss import lm_loss
 from llamafoundry.train.parallel import apply_tensor_parallel
-from llamafoundry.train.trainer import lm_loss
 
 
 def main() -> None:
