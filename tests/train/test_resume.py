@@ -97,7 +97,7 @@ def test_resume_refuses_a_checkpoint_of_another_shape(shakespeare_tokens, tmp_pa
     assert first.returncode == 0, first.stderr
     before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     result = run_cli(
-        *train_args(shakespeare_tokens, tmp_path / "run", steps=40), "--model.n_layers", "2", "--resume"
+        *train_args(shakespeare_tokens, tmp_path / "run", steps=40), "--model.n_layers", "3", "--resume"
     )
     assert_user_error(result, "different model shape", "n_layers")
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
