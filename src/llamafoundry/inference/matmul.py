@@ -5,9 +5,10 @@ weights from memory, not by arithmetic. Written as a broadcast product summed ov
 `(x[..., None, :] * w).sum(-1)`, inductor turns it into one vectorised reduction kernel per layer that
 reads each weight once, at close to memory bandwidth, and fuses whatever produces `w` (the
 dequantization of int8 / int4 weights) into that read. It never writes a dequantized copy of a weight,
-and on this machine's AMD CPU it beats MKL, whose float GEMM with 1-8 rows we measured 2x (one row) to
-tens of times (eight rows) slower. Eager code and prefills (many rows, bound by
-arithmetic) keep the plain matmul.
+and for one row (batch-1 decoding) it beats MKL's matrix-vector product on this machine's AMD CPU by
+about 2x. With several rows the fused kernel loses: compiled batch-8 decoding ran at 47 tokens/s with it
+and 223 with MKL's GEMM (benchmarks/decode_throughput.py), so only single rows take it. Eager code and
+prefills (many rows, bound by arithmetic) keep the plain matmul.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DECODE_ROWS = 8  # up to this many rows (tokens), the fused form wins
+DECODE_ROWS = 1  # up to this many rows (tokens), the fused form wins
 
 
 def decode_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
