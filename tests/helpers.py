@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -55,3 +56,34 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
     assert lines[0].startswith("llamafoundry") and "error:" in lines[0], lines[0]
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def tiny_train_args(tokens, out, **settings) -> list[str]:
+    """`llamafoundry train` arguments for a seconds-long fp32 run of a dim-64, 2-layer model on `tokens`.
+
+    `settings` override or add fields, with dots written as double underscores: train__steps=20.
+    """
+    values = {
+        "data.tokens": tokens,
+        "output.dir": out,
+        "model.dim": 64,
+        "model.n_layers": 2,
+        "model.n_heads": 4,
+        "model.vocab_size": 512,
+        "model.max_seq_len": 64,
+        "data.seq_len": 64,
+        "train.batch_tokens": 1024,
+        "train.micro_batch": 8,
+        "train.lr": 2e-3,
+        "train.precision": "fp32",
+        "eval.every": 0,
+        "eval.batches": 2,
+        "output.tensorboard": "false",
+    } | {key.replace("__", "."): value for key, value in settings.items()}
+    return ["train"] + [part for key, value in values.items() for part in (f"--{key}", str(value))]
+
+
+def train_losses(folder) -> dict[int, float]:
+    """Step -> training loss, from a run's metrics.jsonl."""
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}

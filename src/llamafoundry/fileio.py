@@ -1,4 +1,5 @@
-"""Writing files so that a crash never leaves half of one: write beside the target, then rename."""
+"""Files in and out: TOML recipes read with one-line errors; writes that a crash never leaves half done
+(write beside the target, then rename)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from llamafoundry.errors import UserError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 # mkstemp creates files readable by their owner only; give finished files the usual umask permissions.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
+
+
+def read_toml(path: str | os.PathLike, what: str = "file") -> dict:
+    """A TOML file's tables; a missing or malformed file is a UserError naming it (`what`: "recipe"...)."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserError(f"{what} {path} not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid TOML ({exc})") from None
 
 
 @contextlib.contextmanager

@@ -11,59 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.test_resume import losses
+from tests.helpers import tiny_train_args, train_losses
 
 pytestmark = pytest.mark.distributed
 
-TINY = [
-    "--model.dim",
-    "64",
-    "--model.n_layers",
-    "2",
-    "--model.n_heads",
-    "4",
-    "--model.vocab_size",
-    "512",
-    "--model.max_seq_len",
-    "64",
-    "--data.seq_len",
-    "64",
-    "--train.batch_tokens",
-    "1024",
-    "--train.lr",
-    "2e-3",
-    "--train.precision",
-    "fp32",
-    "--eval.every",
-    "0",
-    "--eval.batches",
-    "2",
-    "--output.tensorboard",
-    "false",
-    "--train.log_every",
-    "1",
-]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 
 
 def torchrun(nproc: int, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+    cmd = [*TORCHRUN, f"--nproc-per-node={nproc}", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def train(nproc: int, tokens: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    args = [
-        "-m",
-        "llamafoundry.cli",
-        "train",
-        "--data.tokens",
-        str(tokens),
-        "--output.dir",
-        str(out),
-        *TINY,
-        *extra,
-    ]
-    result = torchrun(nproc, *args)
+def train(nproc: int, tokens: Path, out: Path, *extra: str, **settings) -> subprocess.CompletedProcess:
+    result = torchrun(nproc, "-m", "llamafoundry.cli", *tiny_train_args(tokens, out, **settings), *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "abort" not in result.stderr.lower() and "terminate called" not in result.stderr
     return result
@@ -71,9 +33,9 @@ def train(nproc: int, tokens: Path, out: Path, *extra: str) -> subprocess.Comple
 
 def test_fsdp_on_two_ranks_matches_one_rank(shakespeare_tokens, tmp_path):
     # The same global batch: 2 ranks x 8 sequences, or 1 rank x 8 sequences x 2 accumulation steps.
-    train(2, shakespeare_tokens, tmp_path / "two", "--train.steps", "5", "--train.micro_batch", "8")
-    train(1, shakespeare_tokens, tmp_path / "one", "--train.steps", "5", "--train.micro_batch", "8")
-    two, one = losses(tmp_path / "two"), losses(tmp_path / "one")
+    train(2, shakespeare_tokens, tmp_path / "two", train__steps=5)
+    train(1, shakespeare_tokens, tmp_path / "one", train__steps=5)
+    two, one = train_losses(tmp_path / "two"), train_losses(tmp_path / "one")
     assert len(two) == 5 and all(abs(two[s] - one[s]) < 1e-5 for s in one), (two, one)
 
 
@@ -87,47 +49,21 @@ def test_tensor_parallel_with_sequence_parallel_matches_unsharded(tmp_path):
 
 
 def test_two_rank_checkpoint_resumes_on_one_rank(shakespeare_tokens, tmp_path):
-    common = [
-        "--train.steps",
-        "6",
-        "--train.micro_batch",
-        "4",
-        "--checkpoint.every",
-        "3",
-        "--checkpoint.keep",
-        "5",
-    ]
-    train(2, shakespeare_tokens, tmp_path / "a", *common)
+    common = {"train__steps": 6, "train__micro_batch": 4, "checkpoint__every": 3, "checkpoint__keep": 5}
+    train(2, shakespeare_tokens, tmp_path / "a", **common)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "b" / "checkpoints" / "step_00000006")
     shutil.rmtree(tmp_path / "b" / "model")
-    train(1, shakespeare_tokens, tmp_path / "b", *common, "--resume")
-    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
+    train(1, shakespeare_tokens, tmp_path / "b", "--resume", **common)
+    a, b = train_losses(tmp_path / "a"), train_losses(tmp_path / "b")
     assert sorted(b) == [1, 2, 3, 4, 5, 6]
     assert all(abs(a[s] - b[s]) < 1e-5 for s in a), (a, b)
     assert (tmp_path / "b" / "model" / "model.safetensors").is_file()
 
 
 def test_a_dead_rank_takes_the_job_down_with_a_message(shakespeare_tokens, tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node=2",
-        "-m",
-        "llamafoundry.cli",
-        "train",
-        "--data.tokens",
-        str(shakespeare_tokens),
-        "--output.dir",
-        str(tmp_path / "run"),
-        *TINY,
-        "--train.steps",
-        "100000",
-        "--train.micro_batch",
-        "8",
-    ]
+    args = tiny_train_args(shakespeare_tokens, tmp_path / "run", train__steps=100_000)
+    cmd = [*TORCHRUN, "--nproc-per-node=2", "-m", "llamafoundry.cli", *args]
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,

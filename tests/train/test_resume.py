@@ -1,6 +1,5 @@
 """Resume is exact: a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run."""
 
-import json
 import os
 import signal
 import subprocess
@@ -10,58 +9,11 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from tests.helpers import assert_user_error, run_cli
-
-TINY = [
-    "--model.dim",
-    "64",
-    "--model.n_layers",
-    "2",
-    "--model.n_heads",
-    "4",
-    "--model.vocab_size",
-    "512",
-    "--model.max_seq_len",
-    "64",
-    "--data.seq_len",
-    "64",
-    "--train.micro_batch",
-    "8",
-    "--train.batch_tokens",
-    "1024",
-    "--train.lr",
-    "2e-3",
-    "--train.precision",
-    "fp32",
-    "--eval.every",
-    "0",
-    "--eval.batches",
-    "2",
-    "--checkpoint.every",
-    "20",
-    "--checkpoint.keep",
-    "3",
-    "--output.tensorboard",
-    "false",
-]
+from tests.helpers import assert_user_error, run_cli, tiny_train_args, train_losses
 
 
 def train_args(tokens, out, steps=80):
-    return [
-        "train",
-        "--data.tokens",
-        str(tokens),
-        "--output.dir",
-        str(out),
-        "--train.steps",
-        str(steps),
-        *TINY,
-    ]
-
-
-def losses(folder):
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+    return tiny_train_args(tokens, out, train__steps=steps, checkpoint__every=20, checkpoint__keep=3)
 
 
 @pytest.mark.slow
@@ -88,8 +40,8 @@ def test_killed_and_resumed_run_is_bit_identical(shakespeare_tokens, tmp_path):
     a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
     b = load_file(out / "model" / "model.safetensors")
     assert all((a[k] == b[k]).all() for k in a)
-    assert losses(out) == losses(tmp_path / "straight")
-    assert len(losses(out)) == 80
+    assert train_losses(out) == train_losses(tmp_path / "straight")
+    assert len(train_losses(out)) == 80
 
 
 def test_resume_refuses_a_checkpoint_of_another_shape(shakespeare_tokens, tmp_path):

@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from llamafoundry.errors import UserError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from llamafoundry.fileio import read_toml
 
 
 @dataclass(frozen=True)
@@ -60,13 +55,7 @@ def parse_mixture(table: dict, where: str) -> dict[str, SourceShare]:
 
 def load_mixture(path: str | os.PathLike) -> dict[str, SourceShare]:
     """The `[mixture]` table of a TOML recipe (e.g. configs/data/llama.toml)."""
-    path = Path(path)
-    try:
-        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"mixture recipe {path} not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid TOML ({exc})") from None
+    recipe = read_toml(path, "mixture recipe")
     if "mixture" not in recipe:
         raise UserError(f"{path} has no [mixture] table")
     return parse_mixture(recipe["mixture"], str(path))

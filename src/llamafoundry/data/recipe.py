@@ -40,11 +40,7 @@ from llamafoundry.data.mixture import SourceShare, parse_mixture
 from llamafoundry.data.sources import reader_class
 from llamafoundry.data.textio import strip_suffixes
 from llamafoundry.errors import UserError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from llamafoundry.fileio import read_toml
 
 
 @dataclass(frozen=True)
@@ -161,12 +157,7 @@ def _source(name: str, table: Any, where: str) -> SourceRecipe:
 def load_recipe(path: str | os.PathLike, output: str | None = None) -> Recipe:
     """Read and check a recipe; inputs are globbed now, so a missing input is reported before any work."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"recipe {path} not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid TOML ({exc})") from None
+    raw = read_toml(path, "recipe")
     run = raw.get("run", {})
     out = output or run.get("output")
     if not out:

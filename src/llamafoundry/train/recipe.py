@@ -17,15 +17,10 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from llamafoundry.config import ModelConfig, get_preset
 from llamafoundry.errors import UserError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from llamafoundry.fileio import read_toml
 
 
 @dataclass
@@ -126,13 +121,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     """A RunConfig from a TOML file (None: defaults) with `--section.key value` overrides applied."""
     values: dict = {}
     if path is not None:
-        path = Path(path)
-        try:
-            values = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"config file {path} not found") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path} is not valid TOML: {exc}") from None
+        values = read_toml(path, "config file")
     for key, raw in _pairs(overrides or []):
         section, _, name = key.partition(".")
         values.setdefault(section, {})[name] = _Raw(raw)
