@@ -116,11 +116,19 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         if self.cache is not None:
             k, v = self.cache.update(pos, k, v)
-        # Grouped-query attention (Llama-2 70B): each key/value head serves n_heads / n_kv_heads query heads.
-        out = F.scaled_dot_product_attention(
+        out = self.attend(q, k, v, mask)
+        return self.wo(out.transpose(1, 2).reshape(batch, seqlen, -1))
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """softmax(q k^T / sqrt(head_dim) + mask) v for q [B, H, T, D] and k, v [B, H_kv, S, D].
+
+        Grouped-query attention (Llama-2 70B): each key/value head serves n_heads / n_kv_heads query heads.
+        """
+        return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=q.shape[1] != k.shape[1]
         )
-        return self.wo(out.transpose(1, 2).reshape(batch, seqlen, -1))
 
 
 # SwiGLU (Shazeer, 2020) replaces the ReLU feed-forward, with 2/3 * 4d hidden units instead of 4d.

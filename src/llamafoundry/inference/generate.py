@@ -18,7 +18,7 @@ import torch
 
 from llamafoundry.errors import UserError
 from llamafoundry.inference.detokenize import IncrementalDecoder
-from llamafoundry.inference.matmul import use_decode_linears
+from llamafoundry.inference.kernels import use_decode_kernels
 from llamafoundry.inference.sampling import Sampler, SamplingParams
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
@@ -91,7 +91,7 @@ class Generator:
     `max_seq_len` bounds prompt + output per row (default: the model's context); `compile` compiles the
     decode step with torch.compile (`compile_mode` e.g. "max-autotune-no-cudagraphs"); the first step of
     each new batch size then takes a compilation, every later one runs the compiled code. Compiling also
-    swaps the model's float linear layers for `DecodeLinear`s (same weights; see `matmul.py`).
+    gives the model's float linear and attention layers the decode kernels (same weights; see `kernels.py`).
     """
 
     def __init__(
@@ -111,7 +111,7 @@ class Generator:
         self.compiled = compile
         self._step = self._decode_step
         if compile:
-            use_decode_linears(model)
+            use_decode_kernels(model)
             self._step = torch.compile(self._decode_step, fullgraph=True, dynamic=False, mode=compile_mode)
 
     def encode(self, prompt: Prompt) -> list[int]:

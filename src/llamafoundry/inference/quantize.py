@@ -10,7 +10,7 @@ its state dict, which we save as a model folder); the embedding stays as it is (
   tinygemm convention); two values per byte. The output projection is kept in int8, as llama.cpp keeps
   it above 4 bits: its errors go straight into the logits.
 
-The matmul is written so that torch.compile reads only the quantized bytes (see `matmul.decode_matmul`).
+The matmul is written so that torch.compile reads only the quantized bytes (see `kernels.decode_matmul`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from llamafoundry.errors import UserError
-from llamafoundry.inference.matmul import decode_matmul
+from llamafoundry.inference.kernels import decode_matmul
 from llamafoundry.model import Transformer
 
 METHODS = ("int8", "int4")
