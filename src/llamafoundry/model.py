@@ -78,6 +78,12 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
+    def rows(self, batch: int) -> KVCache:
+        """A cache for the first `batch` sequences that shares this one's memory."""
+        view = KVCache(batch, self.k.shape[2], self.k.shape[1], self.k.shape[3], self.k.dtype, "meta")
+        view.k, view.v = self.k[:batch], self.v[:batch]
+        return view
+
     def update(
         self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,8 +3,11 @@ the full-sequence forward pass."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from torch._dynamo.utils import counters
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from llamafoundry.checkpoint.hf import hf_config, to_hf
@@ -99,10 +102,12 @@ def test_cached_decode_logits_equal_full_sequence_logits(stories):
 
 @pytest.mark.slow
 @torch.no_grad()
-def test_compiled_decode_step_equals_eager(stories):
+# max-autotune on CPU freezes the weights into the graph and picks inductor's C++ GEMM template.
+@pytest.mark.parametrize("mode", [None, "max-autotune"])
+def test_compiled_decode_step_equals_eager(stories, mode):
     prompts, continuation = PROMPTS[:2], [[7, 8, 9, 10], [11, 12, 13, 14]]
     eager = _cached_logits(Generator(stories), prompts, continuation)
-    compiled_gen = Generator(stories, compile=True)
+    compiled_gen = Generator(stories, compile=True, compile_mode=mode)
     compiled = _cached_logits(compiled_gen, prompts, continuation)
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)
     params = SamplingParams(max_new_tokens=30, ignore_eos=True)
@@ -110,6 +115,25 @@ def test_compiled_decode_step_equals_eager(stories):
         compiled_gen.generate(prompts, params)[0].tokens
         == Generator(stories).generate(prompts, params)[0].tokens
     )
+
+
+@pytest.mark.parametrize("mode", [None, "max-autotune"])
+def test_each_batch_size_compiles_once(stories, mode):
+    """Going back to a batch size seen before reuses its compiled step (its KV cache keeps its identity,
+    which a frozen graph guards on), and every batch decodes as eager decoding does."""
+    compiled, eager = Generator(stories, compile=True, compile_mode=mode), Generator(copy.deepcopy(stories))
+    compiled.reserve(3)
+    params = SamplingParams(max_new_tokens=6, ignore_eos=True)
+
+    def decode(batches: tuple[int, ...]) -> None:
+        for batch in batches:
+            ours, theirs = compiled.generate(PROMPTS[:batch], params), eager.generate(PROMPTS[:batch], params)
+            assert [c.tokens for c in ours] == [c.tokens for c in theirs]
+
+    decode((1, 3, 2))
+    graphs = counters["stats"]["unique_graphs"]
+    decode((1, 3, 2, 1))
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_generation_stops_at_the_end_of_the_context(stories):

@@ -81,6 +81,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the decode step (slow start, fast steps)"
     )
+    p.add_argument(
+        "--compile-mode",
+        choices=("default", "max-autotune"),
+        default="default",
+        help="with --compile: max-autotune compiles longer for faster batched decoding (the server)",
+    )
 
 
 def _generator(args: argparse.Namespace):
@@ -94,7 +100,13 @@ def _generator(args: argparse.Namespace):
     )
     if args.max_seq_len is not None and args.max_seq_len < 2:
         raise UserError(f"--max-seq-len must be at least 2, got {args.max_seq_len}")
-    return Generator(model, tokenizer, max_seq_len=args.max_seq_len, compile=args.compile)
+    return Generator(
+        model,
+        tokenizer,
+        max_seq_len=args.max_seq_len,
+        compile=args.compile,
+        compile_mode=None if args.compile_mode == "default" else args.compile_mode,
+    )
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

@@ -47,6 +47,7 @@ class BatchingEngine:
         self.requests_run = 0
 
     def start(self) -> None:
+        self.generator.reserve(self.max_batch)
         self._thread.start()
 
     def stop(self) -> None:
