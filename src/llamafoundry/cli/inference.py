@@ -85,7 +85,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         "--compile-mode",
         choices=("default", "max-autotune"),
         default="default",
-        help="with --compile: max-autotune compiles longer for faster batched decoding (the server)",
+        help="max-autotune (implies --compile) compiles longer for faster batched decoding (the server)",
     )
 
 
@@ -104,7 +104,7 @@ def _generator(args: argparse.Namespace):
         model,
         tokenizer,
         max_seq_len=args.max_seq_len,
-        compile=args.compile,
+        compile=args.compile or args.compile_mode != "default",
         compile_mode=None if args.compile_mode == "default" else args.compile_mode,
     )
 
