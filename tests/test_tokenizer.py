@@ -135,3 +135,16 @@ def test_training_failure_leaves_no_file(tmp_path):
     with pytest.raises(UserError, match="tokenizer training failed"):
         train_tokenizer([corpus], tmp_path / "out.model", vocab_size=5000)
     assert not (tmp_path / "out.model").exists()
+
+
+def test_training_on_a_sample_gives_the_same_tokenizer_every_run(shared_data, tmp_path):
+    """Beyond input_sentence_size lines, the seeded sample (and so the tokenizer) is the same every run;
+    another seed draws another sample."""
+    corpus = [shared_data / "corpora" / "tinyshakespeare" / "input.txt"]
+
+    def pieces(name: str, seed: int) -> list[str]:
+        tok = train_tokenizer(corpus, tmp_path / name / "t.model", 512, input_sentence_size=5000, seed=seed)
+        return [tok.sp.id_to_piece(i) for i in range(tok.vocab_size)]
+
+    assert pieces("a", 0) == pieces("b", 0)
+    assert pieces("a", 0) != pieces("c", 1)

@@ -8,6 +8,7 @@ exactly as Meta's reference `llama/tokenizer.py` does (optional BOS, SentencePie
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -123,8 +124,9 @@ def train_tokenizer(
 ) -> Tokenizer:
     """Train a BPE tokenizer with the LLaMA trainer options on text files; write it to `output`.
 
-    Each line of each file is a training sentence. The result is written atomically: a failed run
-    leaves no file at `output`.
+    Each line of each file is a training sentence; beyond `input_sentence_size` lines, a uniform sample
+    of that many, drawn by `seed`. The result is written atomically: a failed run leaves no file at
+    `output`. The same files and seed give the same tokenizer.
     """
     paths = [Path(f) for f in files]
     missing = [str(p) for p in paths if not p.is_file()]
@@ -134,16 +136,15 @@ def train_tokenizer(
         raise UserError("tokenizer training files are all empty; give files with text")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    spm.set_random_generator_seed(seed)
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         prefix = os.path.join(tmp, "tokenizer")
+        sample = _sample_lines(paths, input_sentence_size, seed, Path(tmp) / "sample.txt")
         try:
             spm.SentencePieceTrainer.train(
-                input=[str(p) for p in paths],
+                input=[str(sample)] if sample else [str(p) for p in paths],
                 model_prefix=prefix,
                 vocab_size=vocab_size,
-                input_sentence_size=input_sentence_size,
-                shuffle_input_sentence=True,
+                input_sentence_size=0,  # every line of the input (sampled above when too many)
                 num_threads=num_threads or os.cpu_count() or 1,
                 minloglevel=2,
                 **LLAMA_TRAINER_OPTIONS,
@@ -152,3 +153,27 @@ def train_tokenizer(
             raise UserError(f"tokenizer training failed: {str(exc).strip().splitlines()[-1]}") from None
         os.replace(prefix + ".model", output)
     return Tokenizer(output)
+
+
+def _sample_lines(paths: Sequence[Path], size: int, seed: int, out: Path) -> Path | None:
+    """Write a uniform sample of `size` lines of `paths` to `out` (reservoir sampling); None when they
+    hold no more lines than that.
+
+    SentencePiece samples too, but its sample differs from run to run even with its generator seeded,
+    and so did the tokenizers trained on it.
+    """
+    rng = random.Random(seed)
+    sample: list[bytes] = []
+    seen = 0
+    for path in paths:
+        with open(path, "rb") as f:
+            for line in f:
+                seen += 1
+                if len(sample) < size:
+                    sample.append(line)
+                elif (j := rng.randrange(seen)) < size:
+                    sample[j] = line
+    if seen <= size:
+        return None
+    out.write_bytes(b"".join(line if line.endswith(b"\n") else line + b"\n" for line in sample))
+    return out

@@ -29,7 +29,7 @@ def stories(stories_path: Path) -> Transformer:
 @pytest.fixture(scope="session")
 def tok512(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
     """stories260K ships without its tokenizer; one of the same size, trained on Shakespeare, gives it text.
-    All sentences, one thread: the same pieces every run."""
+    A seeded sample of its lines: the same pieces every run."""
     out = tmp_path_factory.mktemp("tok") / "tokenizer.model"
     return train_tokenizer(
         [shared_data / "corpora" / "tinyshakespeare" / "input.txt"],
