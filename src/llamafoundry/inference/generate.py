@@ -96,7 +96,7 @@ class Generator:
     the decode kernels (same weights; see `kernels.py`). `compile_mode` is torch.compile's mode; on CPU,
     "max-autotune" also freezes the weights of a float model into the graph, which lets inductor use its
     C++ GEMM template for the products of several rows (batched decoding): on this project's 2-core CPU,
-    batch-8 fp32 decoding ran ~1.7x faster, for a ~5x longer compilation and a packed copy of the
+    batch-8 fp32 decoding ran 1.5-1.7x faster, for a ~5x longer compilation and a packed copy of the
     weights in memory. Quantized models are not frozen (freezing would fold their dequantization into
     float copies of the weights).
     """
