@@ -131,7 +131,9 @@ class Attention(nn.Module):
         """softmax(q k^T / sqrt(head_dim) + mask) v for q [B, H, T, D] and k, v [B, H_kv, S, D].
 
         Grouped-query attention (Llama-2 70B): each key/value head serves n_heads / n_kv_heads query heads.
+        A KV cache may hold keys and values in 16 bits (a decoding option); attention runs in q's dtype.
         """
+        k, v = k.type_as(q), v.type_as(q)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=q.shape[1] != k.shape[1]
         )

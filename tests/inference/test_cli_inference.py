@@ -46,6 +46,13 @@ def test_generate_prints_prompt_and_completion(stories_folder, cli):
         "generate", stories_folder, "Once upon a time", "--max-new-tokens", 16, "--temperature", 0, "--stream"
     )
     assert streamed.stdout == done.stdout
+    half_cache = cli(
+        "generate", stories_folder, "Once upon a time", "--max-new-tokens", 16, "--kv-cache-dtype", "float16"
+    )
+    assert half_cache.returncode == 0, half_cache.stderr
+    assert half_cache.stdout.startswith("Once upon a time") and len(half_cache.stdout) > len(
+        "Once upon a time"
+    )
 
 
 def test_generate_seed_reproduces_and_stop_cuts(stories_folder, cli):

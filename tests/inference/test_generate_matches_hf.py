@@ -102,6 +102,24 @@ def test_cached_decode_logits_equal_full_sequence_logits(stories):
 
 @pytest.mark.slow
 @torch.no_grad()
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_kv_cache_stays_close_to_float32(stories, dtype):
+    prompts, continuation = PROMPTS[:2], [[7, 8, 9, 10], [11, 12, 13, 14]]
+    exact = _cached_logits(Generator(copy.deepcopy(stories)), prompts, continuation)
+    half = Generator(copy.deepcopy(stories), kv_cache_dtype=dtype)
+    eager = _cached_logits(half, prompts, continuation)
+    assert half.model.layers[0].attention.cache.k.dtype == dtype
+    compiled = _cached_logits(
+        Generator(half.model, compile=True, kv_cache_dtype=dtype), prompts, continuation
+    )
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)  # the same cache, the same arithmetic
+    error = (eager - exact).abs().max().item()
+    # Rounded keys and values and no more: fp16 keeps 11 significant bits, bf16 8 (logits span ~10 here).
+    assert 0 < error < (0.1 if dtype == torch.float16 else 0.5)
+    assert exact.abs().max() > 5
+
+
 # max-autotune on CPU freezes the weights into the graph and picks inductor's C++ GEMM template.
 @pytest.mark.parametrize("mode", [None, "max-autotune"])
 def test_compiled_decode_step_equals_eager(stories, mode):
