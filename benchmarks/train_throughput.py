@@ -5,12 +5,15 @@ settings for both; the same threads; fp32 and bf16 autocast. Prints tokens/s, MF
 peak measured here for each precision, and ours/HF ratios.
 
     python benchmarks/train_throughput.py [--steps 6] [--threads 2] [--compile true|false]
+
+The two trainers take turns step by step (see time_steps): this machine's speed drifts by tens of percent.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -44,22 +47,27 @@ def hf_model() -> torch.nn.Module:
     return LlamaForCausalLM(config).train()
 
 
-def time_steps(model: torch.nn.Module, loss_fn, precision: torch.dtype, steps: int) -> float:
-    """Seconds per optimizer step (the median of `steps`, after two warm-up steps, which include compiling)."""
-    optimizer = build_optimizer(model, OptimConfig())
+def time_steps(
+    runs: list[tuple[torch.nn.Module, Callable]], precision: torch.dtype, steps: int
+) -> list[float]:
+    """Seconds per optimizer step of each (model, loss) run: the median of `steps`, after two warm-up
+    steps (which include compiling). The runs take turns step by step, so a busy spell of the machine
+    slows them alike instead of one of them."""
+    states = [(model, loss_fn, build_optimizer(model, OptimConfig())) for model, loss_fn in runs]
     batch = torch.randint(0, SHAPE.vocab_size, (BATCH, SEQ + 1))
-    times = []
+    times: list[list[float]] = [[] for _ in runs]
     for i in range(steps + 2):
-        start = time.perf_counter()
-        with autocast(torch.device("cpu"), precision):
-            loss = loss_fn(model, batch)
-        loss.backward()
-        clip_grad_norm(model, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        for (model, loss_fn, optimizer), spent in zip(states, times, strict=True):
+            start = time.perf_counter()
+            with autocast(torch.device("cpu"), precision):
+                loss = loss_fn(model, batch)
+            loss.backward()
+            clip_grad_norm(model, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if i >= 2:
+                spent.append(time.perf_counter() - start)
+    return [sorted(t)[len(t) // 2] for t in times]
 
 
 def hf_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -91,12 +99,12 @@ def main() -> None:
     for precision in (torch.float32, torch.bfloat16):
         peak = measure_matmul_flops(precision)
         torch.manual_seed(0)
-        hf = time_steps(hf_model(), hf_loss, precision, args.steps)
-        torch.manual_seed(0)
         ours_loss = training_loss(
             ParallelSection(compile=args.compile), Layout(0, 1, 1, None), torch.device("cpu")
         )
-        ours = time_steps(Transformer(SHAPE).train(), ours_loss, precision, args.steps)
+        hf, ours = time_steps(
+            [(hf_model(), hf_loss), (Transformer(SHAPE).train(), ours_loss)], precision, args.steps
+        )
         name = str(precision).removeprefix("torch.")
         hf_tps, our_tps = tokens / hf, tokens / ours
         print(
