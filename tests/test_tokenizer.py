@@ -148,3 +148,11 @@ def test_training_on_a_sample_gives_the_same_tokenizer_every_run(shared_data, tm
 
     assert pieces("a", 0) == pieces("b", 0)
     assert pieces("a", 0) != pieces("c", 1)
+    # 0 keeps SentencePiece's meaning, every line: the same tokenizer as a size above the line count.
+    every_line = train_tokenizer(corpus, tmp_path / "d" / "t.model", 512, input_sentence_size=0)
+    assert every_line.sp.id_to_piece(list(range(512))) == pieces_of(corpus, tmp_path / "e", 10**7)
+
+
+def pieces_of(corpus: list[Path], folder: Path, size: int) -> list[str]:
+    tok = train_tokenizer(corpus, folder / "t.model", 512, input_sentence_size=size)
+    return tok.sp.id_to_piece(list(range(512)))

@@ -157,11 +157,13 @@ def train_tokenizer(
 
 def _sample_lines(paths: Sequence[Path], size: int, seed: int, out: Path) -> Path | None:
     """Write a uniform sample of `size` lines of `paths` to `out` (reservoir sampling); None when they
-    hold no more lines than that.
+    hold no more lines than that, or `size` is 0 (SentencePiece's "every line").
 
     SentencePiece samples too, but its sample differs from run to run even with its generator seeded,
     and so did the tokenizers trained on it.
     """
+    if size <= 0:
+        return None
     rng = random.Random(seed)
     sample: list[bytes] = []
     seen = 0
