@@ -8,10 +8,9 @@ import copy
 import pytest
 import torch
 
-from llamafoundry.checkpoint import load_model
+from llamafoundry.checkpoint import export, load_model, save_model
 from llamafoundry.errors import UserError
 from llamafoundry.inference.generate import Generator
-from llamafoundry.inference.loading import load_for_inference, save_quantized
 from llamafoundry.inference.perplexity import perplexity
 from llamafoundry.inference.quantize import Int4Linear, Int8Linear, QuantConfig, quantize_model, weight_bytes
 from llamafoundry.inference.sampling import SamplingParams
@@ -105,16 +104,33 @@ def test_trained_model_perplexity_moves_little_in_int8_and_more_in_int4(stories)
 def test_quantized_folder_round_trips(stories_folder, tmp_path, method):
     model, tokenizer, _ = load_model(stories_folder)
     quantize_model(model, QuantConfig(method, group_size=32))
-    save_quantized(tmp_path / "q", model, tokenizer)
-    loaded, loaded_tok, cfg = load_for_inference(tmp_path / "q")
+    save_model(tmp_path / "q", model, tokenizer)
+    loaded, loaded_tok, cfg = load_model(tmp_path / "q")
     assert cfg == model.cfg and loaded_tok.serialized() == tokenizer.serialized()
     x = torch.tensor([[1, 403, 407, 261, 5]])
     assert torch.equal(loaded(x), model(x))
     assert type(loaded.layers[1].attention.wq) is type(model.layers[1].attention.wq)
-    with pytest.raises(UserError, match="quantized"):
-        load_model(tmp_path / "q")  # the float loader names the right tool instead of failing on names
     with pytest.raises(UserError, match="already quantized"):
-        load_for_inference(tmp_path / "q", quantize=QuantConfig("int8"))
+        load_model(tmp_path / "q", quantize=QuantConfig("int8"))
+    with pytest.raises(UserError, match="quantized model is written only as our native folder"):
+        export(tmp_path / "hf", loaded, loaded_tok, format="hf")
+
+
+def test_load_model_quantizes_and_supplies_the_tokenizer(stories_folder, meta_tokenizer, tmp_path):
+    """One loader: quantizing on load equals quantizing after, and `tokenizer` supplies a tokenizer to a
+    folder without one (and must fit the model's vocabulary)."""
+    model, tokenizer, _ = load_model(stories_folder)
+    expected = quantize_model(model, QuantConfig("int8"))
+    bare = save_model(tmp_path / "bare", load_model(stories_folder)[0])
+    tokenizer_file = tmp_path / "tokenizer.model"
+    tokenizer_file.write_bytes(tokenizer.serialized())
+    assert load_model(bare)[1] is None
+    loaded, loaded_tok, _ = load_model(bare, quantize="int8", tokenizer=tokenizer_file)
+    x = torch.tensor([[1, 403, 407, 261, 5]])
+    assert torch.equal(loaded(x), expected(x))
+    assert loaded_tok.serialized() == tokenizer.serialized()
+    with pytest.raises(UserError, match="the tokenizer the model was trained with"):
+        load_model(bare, tokenizer=meta_tokenizer)  # 32,000 pieces for a 512-token model
 
 
 def test_bad_quantization_settings_are_user_errors():

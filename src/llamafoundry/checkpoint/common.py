@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -65,14 +66,19 @@ def build_model(
     state: dict[str, torch.Tensor],
     where: str | os.PathLike,
     dtype: torch.dtype | None = None,
+    *,
+    skeleton: Callable[[Transformer], Transformer] | None = None,
 ) -> Transformer:
     """A Transformer holding exactly `state`, checked name by name and shape by shape.
 
     The model is built on the meta device and takes the loaded tensors as they are (no random init,
-    no second copy of the weights).
+    no second copy of the weights). `skeleton` reshapes the empty model first (a quantized model's
+    layers); `dtype` converts the floating-point tensors only.
     """
     with torch.device("meta"):
         model = Transformer(cfg)
+        if skeleton is not None:
+            model = skeleton(model)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -93,7 +99,7 @@ def build_model(
                 f"{where}: tensor {name} has shape {got}, but the config expects {tuple(tensor.shape)}"
             )
     if dtype is not None:
-        state = {name: t.to(dtype) for name, t in state.items()}
+        state = {name: t.to(dtype) if t.is_floating_point() else t for name, t in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     model.reset_rope()
     return model

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from llamafoundry.checkpoint.common import parse_dtype, read_json
+from llamafoundry.checkpoint.common import parse_dtype
 from llamafoundry.checkpoint.hf import is_hf, load_hf, save_hf
 from llamafoundry.checkpoint.llama2c import is_llama2c, load_llama2c
 from llamafoundry.checkpoint.meta import is_meta, load_meta, save_meta
@@ -17,6 +18,9 @@ from llamafoundry.config import PRESETS, ModelConfig, get_preset
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # quantization lives with inference; it is imported only when a model is quantized
+    from llamafoundry.inference.quantize import QuantConfig
 
 FORMATS = ("native", "meta", "hf", "llama2c")
 EXPORT_FORMATS = ("native", "meta", "hf", "gguf")
@@ -35,11 +39,6 @@ def detect_format(path: str | os.PathLike) -> str:
             return "llama2c"
         raise UserError(f"{path} is a file of no known model format; give a model folder or a llama2.c .bin")
     if is_native(path):
-        if "quantization" in read_json(path / "config.json"):
-            raise UserError(
-                f"{path} holds a quantized model, which only inference loads: use "
-                "`llamafoundry generate` / `serve` (llamafoundry.inference.load_for_inference)"
-            )
         return "native"
     if is_meta(path):
         return "meta"
@@ -54,37 +53,68 @@ def detect_format(path: str | os.PathLike) -> str:
 def load_model(
     path_or_preset: str | os.PathLike,
     *,
-    dtype: str | torch.dtype | None = None,
+    tokenizer: str | os.PathLike | Tokenizer | None = None,
+    quantize: QuantConfig | str | None = None,
     device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
     max_seq_len: int | None = None,
     seed: int = 0,
 ) -> tuple[Transformer, Tokenizer | None, ModelConfig]:
-    """(model, tokenizer or None, config) from a model folder of any known format, or a randomly
-    initialised model from a preset name (seeded). The model is returned in eval mode."""
+    """(model in eval mode, tokenizer or None, config) from a model folder of any known format
+    (quantized native folders included), or a randomly initialised model from a preset name (seeded).
+
+    `tokenizer` (a tokenizer.model path, or a Tokenizer) replaces or supplies the folder's; `quantize`
+    ('int8', 'int4' or a QuantConfig) quantizes a floating-point model after loading; `max_seq_len`
+    sets the context where the source lacks it or should be cut.
+    """
     torch_dtype = parse_dtype(dtype)
     name = str(path_or_preset)
     if not Path(name).exists() and name in PRESETS:
-        cfg = get_preset(name)
-        if max_seq_len:
-            cfg = cfg.replace(max_seq_len=max_seq_len)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model, tokenizer = Transformer(cfg), None
-        if torch_dtype is not None:
-            model = model.to(torch_dtype)
+        model, tok, cfg = _from_preset(name, torch_dtype, max_seq_len, seed)
     else:
-        path = Path(name)
-        fmt = detect_format(path)
-        if fmt == "llama2c":
-            model, tokenizer, cfg = load_llama2c(path, torch_dtype)
-        else:
-            loader = {"native": load_native, "meta": load_meta, "hf": load_hf}[fmt]
-            model, tokenizer, cfg = loader(path, torch_dtype, max_seq_len)
-        _check_vocab(tokenizer, cfg, f"{path}: the folder mixes files of different models")
+        model, tok, cfg = _from_path(Path(name), torch_dtype, max_seq_len)
+    if tokenizer is not None:
+        tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
+        _check_vocab(tok, cfg, "pass the tokenizer the model was trained with")
+    if quantize is not None:
+        model = _quantize(model, quantize, name)
     if device is not None:
         model = model.to(device)
         model.reset_rope()
-    return model.eval(), tokenizer, cfg
+    return model.eval(), tok, cfg
+
+
+def _from_preset(
+    name: str, dtype: torch.dtype | None, max_seq_len: int | None, seed: int
+) -> tuple[Transformer, None, ModelConfig]:
+    cfg = get_preset(name)
+    if max_seq_len:
+        cfg = cfg.replace(max_seq_len=max_seq_len)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Transformer(cfg)
+    return (model.to(dtype) if dtype is not None else model), None, cfg
+
+
+def _from_path(
+    path: Path, dtype: torch.dtype | None, max_seq_len: int | None
+) -> tuple[Transformer, Tokenizer | None, ModelConfig]:
+    fmt = detect_format(path)
+    if fmt == "llama2c":
+        model, tokenizer, cfg = load_llama2c(path, dtype)
+    else:
+        loader = {"native": load_native, "meta": load_meta, "hf": load_hf}[fmt]
+        model, tokenizer, cfg = loader(path, dtype, max_seq_len)
+    _check_vocab(tokenizer, cfg, f"{path}: the folder mixes files of different models")
+    return model, tokenizer, cfg
+
+
+def _quantize(model: Transformer, quantize: QuantConfig | str, name: str) -> Transformer:
+    from llamafoundry.inference.quantize import QuantConfig, quantize_model
+
+    if getattr(model, "quantization", None) is not None:
+        raise UserError(f"{name} is already quantized; load it without quantizing again")
+    return quantize_model(model, quantize if isinstance(quantize, QuantConfig) else QuantConfig(quantize))
 
 
 def save_model(
@@ -93,7 +123,8 @@ def save_model(
     tokenizer: Tokenizer | None = None,
     dtype: str | torch.dtype | None = None,
 ) -> Path:
-    """Write our native folder (config.json, model.safetensors, tokenizer.model)."""
+    """Write our native folder (config.json, model.safetensors, tokenizer.model); a quantized model
+    keeps its quantization."""
     _check_vocab(tokenizer, model.cfg, "pass the tokenizer the model was trained with")
     return save_native(folder, model, tokenizer, parse_dtype(dtype))
 
@@ -110,6 +141,11 @@ def export(
     """Write `model` as a folder of `format`: 'native', 'meta' (`shards` model-parallel files) or 'hf';
     or as llama.cpp's single file, 'gguf', whose `dtype` may also be 'f32', 'f16' or 'q8_0'."""
     _check_vocab(tokenizer, model.cfg, "pass the tokenizer the model was trained with")
+    if format != "native" and getattr(model, "quantization", None) is not None:
+        raise UserError(
+            f"a quantized model is written only as our native folder, not {format!r}; "
+            "convert the floating-point model instead"
+        )
     if format == "gguf":
         try:
             from llamafoundry.checkpoint.gguf import save_gguf  # the gguf package is needed only here

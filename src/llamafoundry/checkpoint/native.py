@@ -1,7 +1,13 @@
-"""Our own model folder: config.json (the ModelConfig), model.safetensors, tokenizer.model."""
+"""Our own model folder: config.json (the ModelConfig), model.safetensors, tokenizer.model.
+
+A quantized model (`inference/quantize.py`) is the same folder whose config.json also says how each
+linear layer is quantized ("quantization"), and whose safetensors hold the int8 / packed int4 weights
+with their scales.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,20 +35,30 @@ def save_native(
     tokenizer: Tokenizer | None = None,
     dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write `model` (and its tokenizer) as a native folder, atomically: all of it or nothing."""
+    """Write `model` (and its tokenizer) as a native folder, atomically: all of it or nothing.
+
+    `dtype` converts the floating-point tensors; a quantized model's integer weights stay as they are.
+    """
     folder = Path(folder)
-    state = {
-        name: t.detach().to(dtype or t.dtype).contiguous().cpu() for name, t in model.state_dict().items()
-    }
+    state = {name: _stored(t, dtype) for name, t in model.state_dict().items()}
+    meta = {"format": FORMAT, "llamafoundry_version": __version__, "model": model.cfg.to_dict()}
+    quantization = getattr(model, "quantization", None)
+    if quantization is not None:
+        from llamafoundry.inference.quantize import layer_kinds
+
+        meta["quantization"] = {**quantization.to_dict(), "layers": layer_kinds(model)}
     with fileio.atomic_dir(folder) as tmp:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        fileio.write_json(
-            tmp / CONFIG,
-            {"format": FORMAT, "llamafoundry_version": __version__, "model": model.cfg.to_dict()},
-        )
+        fileio.write_json(tmp / CONFIG, meta)
         if tokenizer is not None:
             fileio.write_bytes(tmp / TOKENIZER, tokenizer.serialized())
     return folder
+
+
+def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    if dtype is not None and tensor.is_floating_point():
+        tensor = tensor.to(dtype)
+    return tensor.detach().contiguous().cpu()
 
 
 def load_native(
@@ -57,5 +73,23 @@ def load_native(
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise UserError(f"{weights} is missing; the folder is incomplete")
-    model = build_model(cfg, read_safetensors(weights), weights, dtype)
+    skeleton = _quantized_skeleton(folder, meta["quantization"]) if "quantization" in meta else None
+    model = build_model(cfg, read_safetensors(weights), weights, dtype, skeleton=skeleton)
     return model, load_tokenizer_if_present(folder), cfg
+
+
+def _quantized_skeleton(folder: Path, section: object) -> Callable[[Transformer], Transformer]:
+    """What turns a float model into the empty quantized model that the folder's weights fill."""
+    from llamafoundry.inference.quantize import QuantConfig, quantized_skeleton
+
+    kinds = section.get("layers", {}) if isinstance(section, dict) else None
+    if not isinstance(kinds, dict):
+        raise UserError(f"{folder / CONFIG} has a malformed 'quantization' section; quantize the model again")
+    settings = {k: v for k, v in section.items() if k != "layers"}
+    try:
+        config = QuantConfig(**settings)
+    except TypeError:
+        raise UserError(
+            f"{folder / CONFIG}: unknown quantization settings {sorted(settings)}; quantize the model again"
+        ) from None
+    return lambda model: quantized_skeleton(model, config, kinds)

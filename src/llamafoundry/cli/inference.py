@@ -98,13 +98,11 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 def _generator(args: argparse.Namespace):
     import torch
 
+    from llamafoundry.checkpoint import load_model
     from llamafoundry.inference.generate import Generator
-    from llamafoundry.inference.loading import load_for_inference
-    from llamafoundry.inference.quantize import QuantConfig
 
-    quant = QuantConfig(args.quantize) if args.quantize else None
-    model, tokenizer, _ = load_for_inference(
-        args.model, tokenizer=args.tokenizer, quantize=quant, device=args.device
+    model, tokenizer, _ = load_model(
+        args.model, tokenizer=args.tokenizer, quantize=args.quantize, device=args.device
     )
     if args.max_seq_len is not None and args.max_seq_len < 2:
         raise UserError(f"--max-seq-len must be at least 2, got {args.max_seq_len}")
@@ -204,18 +202,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
-    from llamafoundry.inference.loading import load_for_inference, save_quantized
+    from llamafoundry.checkpoint import load_model, save_model
     from llamafoundry.inference.quantize import QuantConfig, quantize_model, weight_bytes
 
     config = QuantConfig(args.method, args.group_size)
-    model, tokenizer, _ = load_for_inference(args.model, tokenizer=args.tokenizer)
+    model, tokenizer, _ = load_model(args.model, tokenizer=args.tokenizer)
     if Path(args.output).resolve() == Path(args.model).resolve():
         raise UserError("the output folder is the source folder; choose another output path")
     eval_ids = _eval_ids(args, tokenizer)
     before = _perplexity(model, eval_ids) if eval_ids else None
     size_before = weight_bytes(model)
     quantize_model(model, config)
-    save_quantized(args.output, model, tokenizer)
+    save_model(args.output, model, tokenizer)
     print(
         f"wrote {args.method} model to {args.output} (weights read per token: {size_before / 2**20:.1f} MiB -> "
         f"{weight_bytes(model) / 2**20:.1f} MiB)"

@@ -54,6 +54,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"format:     {fmt}")
     print(f"parameters: {num_params(cfg):,} ({format_params(num_params(cfg))})")
     print(f"dtype:      {', '.join(dtypes)}")
+    quantization = getattr(model, "quantization", None)
+    if quantization is not None:
+        print(f"quantized:  {quantization.method}")
     for key, value in cfg.to_dict().items():
         print(f"  {key:<20} {value}")
     print(f"  {'ffn_hidden_dim':<20} {cfg.ffn_hidden_dim}")
@@ -65,13 +68,10 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from llamafoundry.checkpoint import export, load_model
-    from llamafoundry.tokenizer import Tokenizer
 
     if args.shards < 1:
         raise UserError(f"--shards must be at least 1, got {args.shards}")
-    model, tokenizer, _ = load_model(args.source, max_seq_len=args.max_seq_len)
-    if args.tokenizer is not None:
-        tokenizer = Tokenizer(args.tokenizer)
+    model, tokenizer, _ = load_model(args.source, tokenizer=args.tokenizer, max_seq_len=args.max_seq_len)
     if Path(args.dest).resolve() == Path(args.source).resolve():
         raise UserError("the output folder is the source folder; choose another output path")
     export(args.dest, model, tokenizer, args.to, dtype=args.dtype, shards=args.shards)

@@ -192,9 +192,7 @@ class LlamaFoundryLM(TokenLM):
         """Load any model folder `load_model` knows; a tokenizer.model is needed (the folder's or `tokenizer`)."""
         from llamafoundry.checkpoint import load_model
 
-        model, tok, _ = load_model(path, dtype=dtype, device=device)
-        if tokenizer is not None:
-            tok = Tokenizer(tokenizer)
+        model, tok, _ = load_model(path, tokenizer=tokenizer, dtype=dtype, device=device)
         if tok is None:
             raise UserError(f"{path} has no tokenizer.model; pass --tokenizer PATH to a SentencePiece model")
         return cls(model, tok, name=str(path), **kwargs)

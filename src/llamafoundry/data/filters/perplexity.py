@@ -123,11 +123,8 @@ class ModelScorer:
     """Per-character perplexity of a document under one of our models (any folder `load_model` reads)."""
 
     def __init__(self, path: str, max_tokens: int | None = None) -> None:
-        import torch
-
         from llamafoundry.checkpoint import load_model
 
-        self.torch = torch
         self.model, self.tokenizer, cfg = load_model(path)
         if self.tokenizer is None:
             raise UserError(
@@ -136,17 +133,12 @@ class ModelScorer:
         self.window = max_tokens or cfg.max_seq_len
 
     def nll(self, text: str) -> float:
-        """Total negative log-likelihood (nats) of the text's tokens after BOS, in windows that overlap by
-        one token so that every token is predicted exactly once."""
-        torch = self.torch
+        """Total negative log-likelihood (nats) of the text's tokens after BOS, in windows of
+        `max_tokens` that overlap by one token, so that every token is predicted exactly once."""
+        from llamafoundry.inference.perplexity import negative_log_likelihood
+
         ids = self.tokenizer.encode(text, bos=True)
-        total, step = 0.0, self.window - 1
-        with torch.inference_mode():
-            for start in range(0, len(ids) - 1, step):
-                chunk = torch.tensor([ids[start : start + self.window]])
-                logits = self.model(chunk[:, :-1]).float()
-                total += torch.nn.functional.cross_entropy(logits[0], chunk[0, 1:], reduction="sum").item()
-        return total
+        return negative_log_likelihood(self.model, ids, window=self.window - 1)[0]
 
     def perplexity(self, text: str) -> float:
         """exp(negative log-likelihood per character)."""
