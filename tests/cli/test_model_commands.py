@@ -27,7 +27,7 @@ def test_convert_between_every_format_keeps_the_logits(tmp_path, shared_data):
     for fmt in ("native", "hf", "meta", "native"):
         dest = tmp_path / f"{fmt}-{len(list(tmp_path.iterdir()))}"
         extra = ["--shards", "2"] if fmt == "meta" else []
-        result = run_cli("convert", source, str(dest), "--to", fmt, "--max-seq-len", "512", *extra)
+        result = run_cli("convert", source, "-o", str(dest), "--to", fmt, "--max-seq-len", "512", *extra)
         assert result.returncode == 0, result.stderr
         model, _, _ = load_model(dest, max_seq_len=512)
         with torch.no_grad():
@@ -83,10 +83,12 @@ def test_truncated_meta_shard_and_llama2c_file(tmp_path, shared_data):
     stories = (shared_data / "models" / "stories260K" / "stories260K.bin").read_bytes()
     (tmp_path / "cut.bin").write_bytes(stories[:-1000])
     assert_user_error(run_cli("info", str(tmp_path / "cut.bin")), "truncated")
-    run_cli("convert", str(tmp_path / "nothing"), str(tmp_path / "out"))
+    run_cli("convert", str(tmp_path / "nothing"), "-o", str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
     save_model(tmp_path / "m", random_model(GQA))
-    assert run_cli("convert", str(tmp_path / "m"), str(tmp_path / "meta"), "--to", "meta").returncode == 0
+    assert (
+        run_cli("convert", str(tmp_path / "m"), "-o", str(tmp_path / "meta"), "--to", "meta").returncode == 0
+    )
     shard = tmp_path / "meta" / "consolidated.00.pth"
     shard.write_bytes(shard.read_bytes()[:500])
     assert_user_error(run_cli("info", str(tmp_path / "meta")), "consolidated.00.pth", "truncated")
@@ -94,5 +96,7 @@ def test_truncated_meta_shard_and_llama2c_file(tmp_path, shared_data):
 
 def test_convert_refuses_to_overwrite_its_source(tmp_path):
     save_model(tmp_path / "m", random_model(GQA))
-    assert_user_error(run_cli("convert", str(tmp_path / "m"), str(tmp_path / "m")), "is the source folder")
+    assert_user_error(
+        run_cli("convert", str(tmp_path / "m"), "-o", str(tmp_path / "m")), "is the source folder"
+    )
     assert load_model(tmp_path / "m")[2] == GQA

@@ -113,8 +113,9 @@ def test_quantize_reports_perplexity_and_writes_a_loadable_folder(stories_folder
     done = cli(
         "quantize",
         stories_folder,
+        "-o",
         out,
-        "--method",
+        "--quantize",
         "int8",
         "--eval-text",
         shared_data / "corpora/tinyshakespeare/input.txt",

@@ -92,6 +92,7 @@ def test_convert_cli_writes_gguf(stories_path, tok512, tmp_path):
         "llamafoundry.cli",
         "convert",
         str(stories_path),
+        "-o",
         str(out),
         "--to",
         "gguf",

@@ -38,7 +38,7 @@ def test_memory_falls_with_tensor_parallelism_and_checkpointing():
 
 
 def test_plan_command_prints_ours_beside_the_paper():
-    result = run_cli("plan", "--preset", "llama-65b", "--gpus", "2048", "--gpu", "a100-80gb")
+    result = run_cli("plan", "llama-65b", "--gpus", "2048", "--gpu", "a100-80gb")
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("tokens/s/GPU")).split()
     assert row[-1] == "380" and abs(int(row[-2].replace(",", "")) - 380) < 20

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llamafoundry.cli.options import add_output, warn_deprecated
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     group = subparsers.add_parser("data", help="build a pretraining corpus from public sources (Sec. 2.1)")
@@ -15,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", type=Path, help="a TOML recipe, e.g. configs/data/quickstart.toml")
     p.add_argument("--executor", choices=["local", "ray"], help="local process pool (default) or Ray")
     p.add_argument("--workers", type=int, help="parallel workers (default: [run] workers, else all CPUs)")
-    p.add_argument("--output", help="output folder (default: the recipe's [run] output)")
+    add_output(p, "output folder (default: the recipe's [run] output)")
     p.add_argument("--ray-address", help="join this Ray cluster (e.g. 'auto') instead of starting one")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
@@ -32,12 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="documents like Wikipedia's references: .jsonl(.zst/.gz) shards, or .txt (one per line)",
     )
     p.add_argument("--negative", nargs="+", type=Path, required=True, help="random pages, same formats")
-    p.add_argument("--output", "-o", type=Path, required=True, help="where to write the model (.bin)")
+    add_output(p, "where to write the model (.bin)", required=True)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.5)
     p.add_argument("--word-ngrams", type=int, default=2)
     p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--quantize", action="store_true", help="write a smaller quantized model")
+    p.add_argument(
+        "--compress", action="store_true", help="write a smaller model (fastText's product quantization)"
+    )
+    # --quantize names a weight format on every command that loads a model; here it was a yes/no.
+    p.add_argument("--quantize", dest="old_quantize", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train_classifier)
 
     p = commands.add_parser(
@@ -49,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", help="FILE, SOURCE=FILE, or a `data run` output folder")
     p.add_argument("--tokenizer", type=Path, required=True, help="SentencePiece tokenizer.model")
-    p.add_argument("--output", "-o", type=Path, required=True, help="token shard folder to write")
+    add_output(p, "token shard folder to write", required=True)
     p.add_argument("--val-fraction", type=float, default=0.005, help="documents held out for validation")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all CPUs)")
     p.add_argument(
@@ -109,8 +115,14 @@ def _texts(files: list[Path]):
 def cmd_train_classifier(args: argparse.Namespace) -> None:
     from llamafoundry.data.filters.classifier import ClassifierConfig, train_classifier
 
+    if args.old_quantize:
+        warn_deprecated("--quantize", "--compress")
     config = ClassifierConfig(
-        epochs=args.epochs, lr=args.lr, word_ngrams=args.word_ngrams, dim=args.dim, quantize=args.quantize
+        epochs=args.epochs,
+        lr=args.lr,
+        word_ngrams=args.word_ngrams,
+        dim=args.dim,
+        quantize=args.compress or args.old_quantize,
     )
     result = train_classifier(_texts(args.positive), _texts(args.negative), args.output, config)
     print(

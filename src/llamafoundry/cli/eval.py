@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llamafoundry.cli.options import MODEL_HELP, add_load_options, add_output, quant_config, resolve_device
 from llamafoundry.errors import UserError
 
 
@@ -16,8 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="evaluate a model on the paper's benchmarks (Tables 3-9)")
     p.add_argument(
         "model",
-        help="model folder (ours, Meta, Hugging Face), llama2.c .bin, preset, or with "
-        "--model-type hf any transformers causal LM name or folder",
+        help=f"{MODEL_HELP}, or with --model-type hf any transformers causal LM name or folder",
     )
     p.add_argument(
         "--tasks",
@@ -56,22 +56,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="llamafoundry",
         help="llamafoundry: our model code (fast packed scoring); hf: transformers AutoModelForCausalLM",
     )
-    p.add_argument(
-        "--tokenizer", type=Path, default=None, help="tokenizer.model when the model folder has none"
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: as stored)")
+    add_load_options(p)
     p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per scoring batch (ours)")
     p.add_argument(
         "--batch-size", "--batch_size", type=int, default=32, help="rows per batch (hf) / generation"
     )
-    p.add_argument(
-        "--output",
-        "--output_path",
-        type=Path,
+    add_output(
+        p,
+        "folder for results.json (every example) and results.md (default eval_results)",
         default=Path("eval_results"),
-        help="folder for results.json (every example) and results.md (default eval_results)",
     )
+    # lm-evaluation-harness's spelling, kept for its users.
+    p.add_argument("--output_path", dest="output", type=Path, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_eval)
 
 
@@ -124,12 +120,14 @@ def _parse_shots(value: str | None) -> list[int | None]:
 
 
 def _load(args: argparse.Namespace):
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     if args.model_type == "hf":
         from llamafoundry.eval.hf_lm import HFCausalLM
 
+        if args.tokenizer is not None or args.quantize is not None:
+            raise UserError(
+                "--tokenizer and --quantize apply to our model code; drop them with --model-type hf"
+            )
         return HFCausalLM(args.model, device=device, dtype=args.dtype, batch_size=args.batch_size)
     from llamafoundry.eval.lm import LlamaFoundryLM
 
@@ -138,6 +136,7 @@ def _load(args: argparse.Namespace):
         device=device,
         dtype=args.dtype,
         tokenizer=args.tokenizer,
+        quantize=quant_config(args),
         batch_tokens=args.batch_tokens,
         max_batch=args.batch_size,
     )

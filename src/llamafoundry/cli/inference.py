@@ -7,6 +7,15 @@ import os
 import sys
 from pathlib import Path
 
+from llamafoundry.cli.options import (
+    MODEL_HELP,
+    add_load_options,
+    add_model,
+    add_output,
+    load,
+    output_of,
+    warn_deprecated,
+)
 from llamafoundry.errors import UserError
 
 
@@ -14,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "generate", help="generate text from a model (no prompt: read prompts from stdin)"
     )
-    p.add_argument("model", help="model folder (any format, quantized too), llama2.c .bin, or preset name")
+    add_model(p)
     p.add_argument("prompt", nargs="?", default=None, help="the prompt; leave out for interactive mode")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--max-new-tokens", type=int, default=256, help="tokens to generate at most (default 256)")
@@ -28,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_generate)
 
     p = subparsers.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
-    p.add_argument("model", help="model folder (any format, quantized too), llama2.c .bin, or preset name")
+    add_model(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--model-name", default=None, help="the name clients ask for (default: the folder's name)")
@@ -52,13 +61,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
     p = subparsers.add_parser("quantize", help="write a weight-only int8 / int4 copy of a model")
-    p.add_argument("model", help="model folder (any format), llama2.c .bin, or preset name")
-    p.add_argument("output", type=Path, help="output folder")
+    add_model(p, MODEL_HELP.replace("quantized, ", ""))
+    add_output(p, "output folder", required=True, old_positional=True)
+    add_load_options(p, quantize=False)
     p.add_argument(
-        "--method", choices=("int8", "int4"), default="int8", help="int8 per channel or int4 grouped"
+        "--quantize",
+        choices=("int8", "int4"),
+        default="int8",
+        help="int8 per channel (default) or int4 grouped",
     )
     p.add_argument("--group-size", type=int, default=128, help="int4 group size: 32, 64, 128 or 256")
-    p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.model, if the folder lacks one")
+    p.add_argument("--method", choices=("int8", "int4"), default=None, help=argparse.SUPPRESS)
     p.add_argument(
         "--eval-text",
         type=Path,
@@ -72,12 +85,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.model, if the folder lacks one")
-    p.add_argument("--quantize", choices=("int8", "int4"), default=None, help="quantize the weights on load")
+    add_load_options(p)
     p.add_argument(
         "--max-seq-len", type=int, default=None, help="context for prompt + output (default: model's)"
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default cpu)")
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the decode step (slow start, fast steps)"
     )
@@ -98,12 +109,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 def _generator(args: argparse.Namespace):
     import torch
 
-    from llamafoundry.checkpoint import load_model
     from llamafoundry.inference.generate import Generator
 
-    model, tokenizer, _ = load_model(
-        args.model, tokenizer=args.tokenizer, quantize=args.quantize, device=args.device
-    )
+    model, tokenizer, _ = load(args)
     if args.max_seq_len is not None and args.max_seq_len < 2:
         raise UserError(f"--max-seq-len must be at least 2, got {args.max_seq_len}")
     return Generator(
@@ -202,26 +210,30 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
-    from llamafoundry.checkpoint import load_model, save_model
+    from llamafoundry.checkpoint import save_model
     from llamafoundry.inference.quantize import QuantConfig, quantize_model, weight_bytes
 
-    config = QuantConfig(args.method, args.group_size)
-    model, tokenizer, _ = load_model(args.model, tokenizer=args.tokenizer)
-    if Path(args.output).resolve() == Path(args.model).resolve():
+    if args.method is not None:
+        warn_deprecated("--method", "--quantize")
+        args.quantize = args.method
+    config = QuantConfig(args.quantize, args.group_size)
+    output = output_of(args)
+    if output.resolve() == Path(args.model).resolve():
         raise UserError("the output folder is the source folder; choose another output path")
+    model, tokenizer, _ = load(args, quantize=None)
     eval_ids = _eval_ids(args, tokenizer)
     before = _perplexity(model, eval_ids) if eval_ids else None
     size_before = weight_bytes(model)
     quantize_model(model, config)
-    save_model(args.output, model, tokenizer)
+    save_model(output, model, tokenizer)
     print(
-        f"wrote {args.method} model to {args.output} (weights read per token: {size_before / 2**20:.1f} MiB -> "
+        f"wrote {config.method} model to {output} (weights read per token: {size_before / 2**20:.1f} MiB -> "
         f"{weight_bytes(model) / 2**20:.1f} MiB)"
     )
     if eval_ids:
         after = _perplexity(model, eval_ids)
         print(
-            f"perplexity on {args.eval_text} ({len(eval_ids)} tokens): float {before:.3f}, {args.method} "
+            f"perplexity on {args.eval_text} ({len(eval_ids)} tokens): float {before:.3f}, {config.method} "
             f"{after:.3f}, delta {after - before:+.3f} ({(after / before - 1) * 100:+.2f}%)"
         )
 

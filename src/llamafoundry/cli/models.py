@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llamafoundry.cli.options import add_load_options, add_model, add_output, load, output_of
 from llamafoundry.config import PRESETS, format_params, num_params
 from llamafoundry.errors import UserError
 
@@ -14,21 +15,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_presets)
 
     p = subparsers.add_parser("info", help="describe a model folder, llama2.c file or preset")
-    p.add_argument("model", help="model folder, llama2.c .bin, or preset name")
+    add_model(p)
+    add_load_options(p)
     p.set_defaults(func=cmd_info)
 
     p = subparsers.add_parser("convert", help="convert a model between folder formats")
-    p.add_argument("source", help="model folder (ours, Meta, Hugging Face), llama2.c .bin, or preset name")
-    p.add_argument("dest", help="output folder (or .gguf file with --to gguf)")
+    add_model(p)
+    add_output(p, "output folder (or .gguf file with --to gguf)", required=True, old_positional=True)
     p.add_argument("--to", default="native", help="output format: native, meta, hf, gguf (default native)")
-    p.add_argument(
-        "--dtype",
-        default=None,
-        help="float32, bfloat16 or float16 (default: as loaded); for --to gguf: f32 (default), f16 or q8_0",
-    )
     p.add_argument("--shards", type=int, default=1, help="model-parallel shards for --to meta (default 1)")
-    p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.model to include")
     p.add_argument("--max-seq-len", type=int, default=None, help="context length, where the source lacks it")
+    add_load_options(
+        p,
+        dtype_help="float32, bfloat16 or float16 (default: as loaded); for --to gguf: f32 (default), f16 "
+        "or q8_0; with --quantize the folder is our native one",
+    )
     p.set_defaults(func=cmd_convert)
 
 
@@ -45,10 +46,10 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from llamafoundry.checkpoint import detect_format, load_model
+    from llamafoundry.checkpoint import detect_format
 
     fmt = "preset" if args.model in PRESETS and not Path(args.model).exists() else detect_format(args.model)
-    model, tokenizer, cfg = load_model(args.model)
+    model, tokenizer, cfg = load(args)
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
     print(f"model:      {args.model}")
     print(f"format:     {fmt}")
@@ -67,12 +68,14 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from llamafoundry.checkpoint import export, load_model
+    from llamafoundry.checkpoint import export
 
     if args.shards < 1:
         raise UserError(f"--shards must be at least 1, got {args.shards}")
-    model, tokenizer, _ = load_model(args.source, tokenizer=args.tokenizer, max_seq_len=args.max_seq_len)
-    if Path(args.dest).resolve() == Path(args.source).resolve():
+    output = output_of(args)
+    if output.resolve() == Path(args.model).resolve():
         raise UserError("the output folder is the source folder; choose another output path")
-    export(args.dest, model, tokenizer, args.to, dtype=args.dtype, shards=args.shards)
-    print(f"wrote {args.to} model to {args.dest}")
+    # --dtype is the written dtype (GGUF has its own names), so the model loads as stored.
+    model, tokenizer, _ = load(args, dtype=None, max_seq_len=args.max_seq_len)
+    export(output, model, tokenizer, args.to, dtype=args.dtype, shards=args.shards)
+    print(f"wrote {args.to} model to {output}")

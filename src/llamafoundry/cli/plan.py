@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from llamafoundry.cli.options import warn_deprecated
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from llamafoundry.train.plan import GPUS
@@ -11,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "plan", help="memory per GPU, tokens/s/GPU, days, energy and CO2 of a training run"
     )
-    p.add_argument("--preset", required=True, help="model preset, e.g. llama-65b")
+    p.add_argument("model", nargs="?", default=None, help="model preset, e.g. llama-65b")
+    p.add_argument("--preset", dest="old_preset", default=None, help=argparse.SUPPRESS)
     p.add_argument("--gpus", type=int, required=True, help="number of GPUs")
     p.add_argument("--gpu", default="a100-80gb", choices=sorted(GPUS), help="GPU kind (default a100-80gb)")
     p.add_argument(
@@ -41,6 +44,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from llamafoundry.errors import UserError
     from llamafoundry.train import plan as planning
 
+    _preset_argument(args)
     cfg = get_preset(args.preset)
     tokens = args.tokens or planning.PAPER_TOKENS.get(args.preset)
     if tokens is None:
@@ -82,6 +86,20 @@ def cmd_plan(args: argparse.Namespace) -> None:
     print(f"\n{'':<14} {'plan (MFU ' + format(args.mfu, '.0%') + ')':>18} {'paper' if paper else '':>10}")
     for (name, value), reported in zip(rows, paper or [""] * len(rows), strict=True):
         print(f"{name:<14} {value:>18} {reported:>10}")
+
+
+def _preset_argument(args: argparse.Namespace) -> None:
+    """`plan MODEL`; the older `plan --preset MODEL` still works, deprecated."""
+    from llamafoundry.errors import UserError
+
+    if args.old_preset is not None:
+        if args.model is not None:
+            raise UserError("the preset is given twice; give it once, as `plan PRESET`")
+        warn_deprecated("--preset", "the positional preset (`llamafoundry plan llama-65b ...`)")
+        args.model = args.old_preset
+    if args.model is None:
+        raise UserError("no model given; name a preset, e.g. `llamafoundry plan llama-65b --gpus 2048`")
+    args.preset = args.model
 
 
 def _paper_column(args: argparse.Namespace, planning) -> list[str] | None:

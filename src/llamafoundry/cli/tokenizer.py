@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llamafoundry.cli.options import add_output
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     group = subparsers.add_parser("tokenizer", help="train or try a SentencePiece tokenizer")
@@ -12,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("train", help="train a BPE tokenizer with the paper's settings")
     p.add_argument("files", nargs="+", type=Path, help="text files, one training sentence per line")
-    p.add_argument("--output", "-o", type=Path, required=True, help="where to write tokenizer.model")
+    add_output(p, "where to write tokenizer.model", required=True)
     p.add_argument("--vocab-size", type=int, default=32000, help="vocabulary size (paper: 32000)")
     p.add_argument(
         "--input-sentence-size", type=int, default=2_000_000, help="sentences sampled for training"

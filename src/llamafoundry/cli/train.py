@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llamafoundry.cli.options import add_output
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -23,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sample, evaluate and write a report. Reuses what earlier runs built. Extra --section.key value "
         "arguments override the training recipe.",
     )
-    p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder")
+    add_output(
+        p, "output folder (default runs/quickstart)", default=Path("runs/quickstart"), old_flags=("--out",)
+    )
     p.add_argument("--minutes", type=float, default=10.0, help="training time budget (default 10)")
     p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer vocabulary (default 8192)")
     p.add_argument(
@@ -55,7 +59,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
         raise UserError(f"--minutes must be positive, got {args.minutes}")
     defaults = QuickstartOptions()
     opts = QuickstartOptions(
-        out=args.out,
+        out=args.output,
         minutes=args.minutes,
         vocab_size=args.vocab_size,
         data_recipe=args.data_recipe or defaults.data_recipe,

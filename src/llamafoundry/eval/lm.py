@@ -18,6 +18,7 @@ import abc
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -25,6 +26,9 @@ from tqdm.auto import tqdm
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from llamafoundry.inference.quantize import QuantConfig
 
 
 @dataclass(frozen=True)
@@ -187,12 +191,14 @@ class LlamaFoundryLM(TokenLM):
         device: str | None = None,
         dtype: str | None = None,
         tokenizer: str | os.PathLike | None = None,
+        quantize: QuantConfig | str | None = None,
         **kwargs,
     ) -> LlamaFoundryLM:
-        """Load any model folder `load_model` knows; a tokenizer.model is needed (the folder's or `tokenizer`)."""
+        """Load any model folder `load_model` knows (its `tokenizer` and `quantize` options too); a
+        tokenizer.model is needed (the folder's or `tokenizer`)."""
         from llamafoundry.checkpoint import load_model
 
-        model, tok, _ = load_model(path, tokenizer=tokenizer, dtype=dtype, device=device)
+        model, tok, _ = load_model(path, tokenizer=tokenizer, quantize=quantize, dtype=dtype, device=device)
         if tok is None:
             raise UserError(f"{path} has no tokenizer.model; pass --tokenizer PATH to a SentencePiece model")
         return cls(model, tok, name=str(path), **kwargs)

@@ -1,0 +1,128 @@
+"""The command line's one grammar, defined once: the model comes first and is positional, every output
+is `-o/--output`, and every command that loads a model takes the same `--device`, `--dtype`,
+`--tokenizer`, `--quantize` (and `--group-size`) options with the same defaults.
+
+Spellings of earlier releases still work for one release and print a deprecation line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from llamafoundry.errors import UserError
+
+MODEL_HELP = "model folder (ours, quantized, Meta, Hugging Face), llama2.c .bin, or preset name"
+DEVICE_HELP = "cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)"
+
+
+def warn_deprecated(old: str, new: str) -> None:
+    """One line on stderr: the old spelling works in this release only."""
+    print(
+        f"llamafoundry: warning: {old} is deprecated; use {new} (the old spelling goes in the next release)",
+        file=sys.stderr,
+    )
+
+
+class _DeprecatedFlag(argparse.Action):
+    """Stores like the option it replaces, after a deprecation line."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        warn_deprecated(option_string, self.new)
+        setattr(namespace, self.dest, values)
+
+
+def add_model(p: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
+    p.add_argument("model", help=help)
+
+
+def add_output(
+    p: argparse.ArgumentParser,
+    help: str,
+    *,
+    required: bool = False,
+    default: Path | None = None,
+    old_flags: tuple[str, ...] = (),
+    old_positional: bool = False,
+) -> None:
+    """`-o/--output`; `old_flags` (e.g. --out) and an `old_positional` output keep working, deprecated.
+
+    With `old_positional`, call `output_of(args)` to read the output: argparse cannot require an option
+    that an old positional may stand in for.
+    """
+    p.add_argument(
+        "-o", "--output", type=Path, default=default, required=required and not old_positional, help=help
+    )
+    for flag in old_flags:
+        p.add_argument(
+            flag, dest="output", type=Path, action=_DeprecatedFlag, new="-o/--output", help=argparse.SUPPRESS
+        )
+    if old_positional:
+        p.add_argument("old_output", nargs="?", type=Path, default=None, help=argparse.SUPPRESS)
+
+
+def output_of(args: argparse.Namespace) -> Path:
+    """The output path of a command whose output was once positional."""
+    old = getattr(args, "old_output", None)
+    if old is not None:
+        if args.output is not None:
+            raise UserError(f"two outputs given ({old} and -o {args.output}); give only -o/--output")
+        warn_deprecated(f"the positional output ({old})", "-o/--output")
+        return old
+    if args.output is None:
+        raise UserError("no output given; pass -o/--output PATH")
+    return args.output
+
+
+def add_load_options(
+    p: argparse.ArgumentParser,
+    *,
+    dtype_help: str = "float32, bfloat16 or float16 (default: as stored)",
+    quantize: bool = True,
+) -> None:
+    """The options of every command that loads a model."""
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    p.add_argument("--dtype", default=None, help=dtype_help)
+    p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.model, if the folder lacks one")
+    if quantize:
+        p.add_argument(
+            "--quantize", choices=("int8", "int4"), default=None, help="quantize the weights on load"
+        )
+        p.add_argument("--group-size", type=int, default=128, help="int4 group size: 32, 64, 128 or 256")
+
+
+def resolve_device(name: str | None) -> str:
+    """The device every command defaults to: CUDA where there is one, else the CPU."""
+    if name is not None:
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def quant_config(args: argparse.Namespace):
+    """The QuantConfig that `--quantize` and `--group-size` ask for, or None."""
+    if getattr(args, "quantize", None) is None:
+        return None
+    from llamafoundry.inference.quantize import QuantConfig
+
+    return QuantConfig(args.quantize, args.group_size)
+
+
+def load(args: argparse.Namespace, **overrides):
+    """(model, tokenizer, config) of `args.model` with the shared load options; `overrides` replace or
+    add `load_model` arguments."""
+    from llamafoundry.checkpoint import load_model
+
+    options = {
+        "tokenizer": args.tokenizer,
+        "quantize": quant_config(args),
+        "device": resolve_device(args.device),
+        "dtype": args.dtype,
+    }
+    return load_model(args.model, **(options | overrides))

@@ -1,0 +1,98 @@
+"""One command-line grammar: the model first and positional, `-o/--output` for every output, the same
+load options with the same defaults on every command that loads a model, and the old spellings still
+working (with a deprecation line) for one release."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from llamafoundry.checkpoint import load_model
+from llamafoundry.cli import build_parser, main
+
+LOADING_COMMANDS = ["info", "convert", "generate", "serve", "quantize", "eval"]
+OUTPUT_COMMANDS = [
+    ["convert", "M"],
+    ["quantize", "M"],
+    ["eval", "M", "--tasks", "boolq"],
+    ["quickstart"],
+    ["data", "run", "recipe.toml"],
+    ["data", "tokenize", "in.txt", "--tokenizer", "t.model"],
+    ["data", "train-classifier", "--positive", "p", "--negative", "n"],
+    ["tokenizer", "train", "f.txt"],
+]
+
+
+def _subparser(parser: argparse.ArgumentParser, *path: str) -> argparse.ArgumentParser:
+    for name in path:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {flag: action for action in parser._actions for flag in action.option_strings}
+
+
+@pytest.mark.parametrize("command", LOADING_COMMANDS)
+def test_every_loading_command_takes_the_model_first_and_the_same_load_options(command):
+    parser = _subparser(build_parser(), command)
+    positionals = [a.dest for a in parser._actions if not a.option_strings and a.help != argparse.SUPPRESS]
+    assert positionals[0] == "model"
+    options = _options(parser)
+    for flag in ("--device", "--dtype", "--tokenizer", "--quantize", "--group-size"):
+        assert flag in options, f"{command} lacks {flag}"
+    assert options["--device"].default is None  # resolved alike everywhere: cuda if available, else cpu
+    assert options["--quantize"].choices == ("int8", "int4")
+
+
+@pytest.mark.parametrize("argv", OUTPUT_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_every_output_is_dash_o(argv):
+    args = build_parser().parse_args([*argv, "-o", "somewhere"])
+    assert str(args.output) == "somewhere"
+
+
+def _run(capsys, *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_old_spellings_still_work_with_a_deprecation_line(tmp_path, capsys):
+    code, _, err = _run(capsys, "convert", "llama-1m", tmp_path / "positional", "--to", "hf")
+    assert code == 0 and "deprecated; use -o/--output" in err
+    assert load_model(tmp_path / "positional")[2].dim == load_model("llama-1m")[2].dim
+
+    code, out, err = _run(capsys, "quantize", tmp_path / "positional", tmp_path / "q", "--method", "int8")
+    assert code == 0 and "--method is deprecated; use --quantize" in err and "deprecated; use -o" in err
+    assert load_model(tmp_path / "q")[0].quantization.method == "int8"
+
+    code, out, err = _run(capsys, "plan", "--preset", "llama-7b", "--gpus", "8")
+    assert code == 0 and "--preset is deprecated" in err
+    assert out == _run(capsys, "plan", "llama-7b", "--gpus", "8")[1]
+
+    assert build_parser().parse_args(["quickstart", "--out", "x"]).output.name == "x"
+    assert "--out is deprecated" in capsys.readouterr().err
+    args = build_parser().parse_args(
+        ["data", "train-classifier", "--positive", "p", "--negative", "n", "-o", "m.bin", "--quantize"]
+    )
+    assert args.old_quantize and not args.compress  # the command maps it to --compress, with a warning
+
+
+def test_new_spellings_and_their_errors(tmp_path, capsys):
+    code, _, err = _run(capsys, "convert", "llama-1m", "-o", tmp_path / "hf", "--to", "hf")
+    assert code == 0 and "deprecated" not in err
+    code, _, err = _run(
+        capsys, "quantize", tmp_path / "hf", "-o", tmp_path / "q4", "--quantize", "int4", "--group-size", "32"
+    )
+    assert code == 0 and "deprecated" not in err
+    assert load_model(tmp_path / "q4")[0].quantization.method == "int4"
+    code, out, _ = _run(capsys, "info", tmp_path / "hf", "--quantize", "int8")
+    assert code == 0 and "quantized:  int8" in out
+    code, _, err = _run(capsys, "convert", "llama-1m")
+    assert code == 2 and "no output given; pass -o/--output" in err
+    code, _, err = _run(capsys, "convert", "llama-1m", tmp_path / "a", "-o", tmp_path / "b")
+    assert code == 2 and "two outputs given" in err
+    code, _, err = _run(capsys, "plan", "--gpus", "8")
+    assert code == 2 and "no model given" in err
