@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -99,7 +100,10 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
 
     from llamafoundry.eval.lm import LlamaFoundryLM
-    from llamafoundry.eval.lm_eval_adapter import LlamaFoundryHarnessLM, write_task_configs
+    from llamafoundry.eval.lm_eval_adapter import LlamaFoundryHarnessLM
+
+    sys.path.insert(0, str(REPO))  # the lm-eval task configs are test fixtures
+    from tests.lm_eval_tasks import write_task_configs
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.lm_eval_tasks import write_task_configs
 
 from llamafoundry.eval.hf_lm import HFCausalLM
 from llamafoundry.eval.lm import LlamaFoundryLM
-from llamafoundry.eval.lm_eval_adapter import write_task_configs
 from llamafoundry.eval.tasks import TASKS
 from llamafoundry.eval.tasks.base import RunConfig
 

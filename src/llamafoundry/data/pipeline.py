@@ -26,7 +26,7 @@ from llamafoundry.data.document import Document
 from llamafoundry.data.filters import stage_class
 from llamafoundry.data.recipe import Recipe, Shard, StageSpec
 from llamafoundry.data.sources import reader_class
-from llamafoundry.data.stage import Stage, StageStats
+from llamafoundry.data.stage import ShardResult, Stage, StageStats
 from llamafoundry.data.textio import SHARD_SUFFIX, write_shard
 from llamafoundry.errors import UserError
 from llamafoundry.fileio import write_json
@@ -44,16 +44,6 @@ class GroupTask:
     stages: list[StageSpec]
     shards: list[Shard]
     output: Path
-
-
-@dataclass
-class ShardResult:
-    """A shard's counts, from this run or from the stats file of the run that finished it."""
-
-    source: str
-    shard: str
-    stats: list[StageStats]  # the reader's, then each stage's
-    skipped: bool  # finished by an earlier run
 
 
 def shard_path(output: Path, source: str, shard: str) -> Path:
@@ -243,7 +233,7 @@ def run_recipe(
     """Run every source of `recipe`; write the shards and the report; return the report."""
     from tqdm import tqdm
 
-    from llamafoundry.data.report import write_report
+    from llamafoundry.data.report import write_pipeline_report
 
     executor = executor or recipe.executor
     if executor not in EXECUTORS:
@@ -267,4 +257,4 @@ def run_recipe(
     )
     results = [r for group in runner for r in group]
     bar.close()
-    return write_report(recipe, results)
+    return write_pipeline_report(recipe, results)

@@ -7,11 +7,10 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llamafoundry.data.stage import StageStats
+from llamafoundry.data.stage import ShardResult, StageStats
 from llamafoundry.fileio import atomic_path, write_json, write_text
 
 if TYPE_CHECKING:
-    from llamafoundry.data.pipeline import ShardResult
     from llamafoundry.data.recipe import Recipe
 
 LANGUAGE_TALLY = "language "
@@ -113,7 +112,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(recipe: Recipe, results: list[ShardResult]) -> dict[str, Any]:
+def write_pipeline_report(recipe: Recipe, results: list[ShardResult]) -> dict[str, Any]:
     """Write report.json, report.md and report.png into the output folder; return the report."""
     report = summarize(recipe, results)
     write_json(recipe.output / "report.json", report)

@@ -80,6 +80,16 @@ class StageStats:
         )
 
 
+@dataclass
+class ShardResult:
+    """A shard's counts, from this run or from the stats file of the run that finished it."""
+
+    source: str
+    shard: str
+    stats: list[StageStats]  # the reader's, then each stage's
+    skipped: bool  # finished by an earlier run
+
+
 class Stage(ABC):
     """A document-at-a-time stage: subclasses set `name` and implement `apply`.
 
