@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+
+from llamafoundry.cli import main
+from tests.helpers import Done
 
 REPO = Path(__file__).resolve().parents[1]
 # Real public files (benchmarks, corpora, Meta's tokenizer) live beside the project, read-only.
@@ -25,3 +31,25 @@ def _deterministic_threads():
     # The CI machine has 2 cores; pin torch to them so timings and reductions are stable.
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     yield
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Done]:
+    """Run `llamafoundry ARGS` in this process through the CLI's `main`, with `stdin` as its standard input:
+    the exit code, stdout and stderr a user would see, without the seconds a fresh interpreter costs.
+    Tests where the process itself is the point (torchrun, SIGKILL, the installed console script, a
+    server) start one instead."""
+
+    def run(*args: object, stdin: str = "") -> Done:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        capsys.readouterr()  # what the test printed before is not the command's output
+        # A command that seeds torch (training does) leaves this process's generator as it found it.
+        with torch.random.fork_rng(devices=[]):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:  # argparse's usage errors end the process with code 2
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        out, err = capsys.readouterr()
+        return Done(code, out, err)
+
+    return run

@@ -3,39 +3,16 @@ CLI's `main`, and as real subprocesses where the process boundary matters."""
 
 from __future__ import annotations
 
-import io
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from llamafoundry.checkpoint import load_model
-from llamafoundry.cli import main
-
-
-@dataclass
-class Done:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run `llamafoundry ARGS` in this process, with `stdin` as its standard input."""
-
-    def run(*args: object, stdin: str = "") -> Done:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return Done(code, out, err)
-
-    return run
 
 
 def test_generate_prints_prompt_and_completion(stories_folder, cli):
