@@ -3,6 +3,7 @@ CLI's `main`, and as real subprocesses where the process boundary matters."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -12,7 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+import llamafoundry
 from llamafoundry.checkpoint import load_model
+from llamafoundry.inference.generate import Generator
+from llamafoundry.inference.sampling import SamplingParams
 
 
 def test_generate_prints_prompt_and_completion(stories_folder, cli):
@@ -156,19 +160,25 @@ def test_serve_without_a_tokenizer_is_a_user_error(stories_path: Path, cli):
 
 
 def test_console_script_runs_generate(stories_folder):
+    """The `llamafoundry` script pip installed beside this interpreter, importing the sources under test
+    (an editable install elsewhere would otherwise win), prints the prompt and then the same greedy
+    tokens the library generates in this process."""
+    script = Path(sys.executable).with_name("llamafoundry")
+    assert script.is_file(), f"no console script at {script}; pip install -e . into this environment"
+    sources = Path(llamafoundry.__file__).resolve().parents[1]
+    path = [str(sources), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    prompt = "Once upon a time"
+    args = ["generate", str(stories_folder), prompt, "--max-new-tokens", "12", "--temperature", "0"]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "llamafoundry.cli",
-            "generate",
-            str(stories_folder),
-            "Once",
-            "--max-new-tokens",
-            "4",
-        ],
+        [str(script), *args],
         capture_output=True,
         text=True,
         timeout=180,
+        env=env,
     )
-    assert done.returncode == 0 and done.stdout.startswith("Once"), done.stderr
+    assert done.returncode == 0, done.stderr
+    model, tokenizer, _ = load_model(stories_folder)
+    expected = Generator(model, tokenizer).generate([prompt], SamplingParams(max_new_tokens=12))[0]
+    assert expected.tokens and expected.text.strip()  # the model did generate something to compare
+    assert done.stdout == prompt + expected.text + "\n"
