@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def _deterministic_threads():
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Done]:
+def cli(capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Done]:
     """Run `llamafoundry ARGS` in this process through the CLI's `main`, with `stdin` as its standard input:
     the exit code, stdout and stderr a user would see, without the seconds a fresh interpreter costs.
     Tests where the process itself is the point (torchrun, SIGKILL, the installed console script, a
@@ -42,14 +43,29 @@ def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Calla
 
     def run(*args: object, stdin: str = "") -> Done:
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        capsys.readouterr()  # what the test printed before is not the command's output
+        capfd.readouterr()  # what the test printed before is not the command's output
         # A command that seeds torch (training does) leaves this process's generator as it found it.
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings(record=True) as caught:
+            _python_warning_filters()
             try:
                 code = main([str(a) for a in args])
             except SystemExit as exc:  # argparse's usage errors end the process with code 2
                 code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-        out, err = capsys.readouterr()
+        # capfd also holds what C++ code (SentencePiece, torch) writes to the file descriptors; warnings,
+        # which pytest would keep to itself, go to stderr as a fresh interpreter prints them.
+        out, err = capfd.readouterr()
+        err += "".join(
+            warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in caught
+        )
         return Done(code, out, err)
 
     return run
+
+
+def _python_warning_filters() -> None:
+    """The warning filters of a plain `python` (no -W): pytest's own are not what a user runs with."""
+    warnings.resetwarnings()
+    warnings.simplefilter("default")
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
