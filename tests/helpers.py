@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import torch
 
@@ -37,14 +38,24 @@ def random_model(cfg: ModelConfig = MHA, seed: int = 0) -> Transformer:
     return model.eval()
 
 
+@dataclass
+class Done:
+    """What a command left behind, as `subprocess.run` would report it (the `cli` fixture returns one)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `llamafoundry ARGS` in a fresh interpreter, as a user would."""
+    """Run `llamafoundry ARGS` in a fresh interpreter, for tests where the process itself matters (a run
+    killed with SIGKILL, a long training run). Error messages and exit codes: the `cli` fixture."""
     return subprocess.run(
         [sys.executable, "-m", "llamafoundry.cli", *args], capture_output=True, text=True, timeout=timeout
     )
 
 
-def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+def assert_user_error(result: Done | subprocess.CompletedProcess, *fragments: str) -> None:
     """A user error: non-zero exit, one line on stderr naming the problem, no traceback.
 
     Progress bars drawn before the problem was found may precede that line.

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -84,21 +82,8 @@ def test_limit_fraction_and_shot_lists_as_lm_eval(model_folders, shared_data: Pa
         (["--tasks", "piqa", "--data-dir", "/nonexistent/folder"], "is not a folder"),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(args, message, model_folders, tmp_path: Path):
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "llamafoundry.cli",
-            "eval",
-            str(model_folders["native"]),
-            *args,
-            "--output",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+def test_bad_input_is_one_line_and_writes_nothing(args, message, model_folders, tmp_path: Path, cli):
+    run = cli("eval", model_folders["native"], *args, "--output", tmp_path / "out")
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and message in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "out").exists()

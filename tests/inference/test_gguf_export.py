@@ -4,8 +4,6 @@ run by llama.cpp itself."""
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 
 import gguf
 import numpy as np
@@ -84,24 +82,11 @@ def test_gguf_export_needs_the_models_tokenizer(stories, meta_tokenizer, tmp_pat
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
-def test_convert_cli_writes_gguf(stories_path, tok512, tmp_path):
+def test_convert_cli_writes_gguf(stories_path, tok512, tmp_path, cli):
     out = tmp_path / "stories.gguf"
-    cmd = [
-        sys.executable,
-        "-m",
-        "llamafoundry.cli",
-        "convert",
-        str(stories_path),
-        "-o",
-        str(out),
-        "--to",
-        "gguf",
-        "--dtype",
-        "q8_0",
-        "--tokenizer",
-        str(tok512.path),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    done = cli(
+        "convert", stories_path, "-o", out, "--to", "gguf", "--dtype", "q8_0", "--tokenizer", tok512.path
+    )
     assert done.returncode == 0, done.stderr
     assert _field(gguf.GGUFReader(out), "general.file_type") == gguf.LlamaFileType.MOSTLY_Q8_0
 

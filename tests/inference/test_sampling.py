@@ -91,20 +91,29 @@ def test_stop_string_ends_generation_before_it(stories, tok512):
 
 def test_stream_text_adds_up_to_the_completion(stories, tok512):
     generator = Generator(stories, tok512)
+    prompts = ["The king said", "Hi"]
     params = SamplingParams(max_new_tokens=50, temperature=0.9, seed=7, stop=("the",))
-    done = generator.generate(["The king said", "Hi"], params)
+    done = generator.generate(prompts, params)
     pieces: dict[int, list[str]] = {0: [], 1: []}
     reasons: dict[int, str] = {}
-    for events in generator.stream(["The king said", "Hi"], params):
+    for events in generator.stream(prompts, params):
         for event in events:
             pieces[event.index].append(event.text)
             if event.finish_reason:
                 reasons[event.index] = event.finish_reason
     assert ["".join(pieces[i]) for i in (0, 1)] == [c.text for c in done]
     assert [reasons[i] for i in (0, 1)] == [c.finish_reason for c in done]
+    # This seed's first row says "the": its text ends just before it, the token that completed it ends
+    # the row. The same seeds without the stop string draw the same tokens and run on past it.
+    free = generator.generate(prompts, params.replace(stop=()))
+    assert [c.finish_reason for c in done] == ["stop", "length"]
+    assert "the" in free[0].text and done[0].text == free[0].text[: free[0].text.index("the")]
+    assert done[0].tokens == free[0].tokens[: len(done[0].tokens)] and len(done[0].tokens) < 50
+    assert "the" not in done[1].text and done[1] == free[1]
     # The text is the prompt's continuation, as the tokenizer would decode prompt + output.
-    full = tok512.decode(tok512.encode("The king said")[1:] + done[0].tokens)
-    assert done[0].finish_reason == "stop" or full == "The king said" + done[0].text
+    full = [tok512.decode(tok512.encode(p)[1:] + c.tokens) for p, c in zip(prompts, done, strict=True)]
+    assert full[0].startswith(prompts[0] + done[0].text + "the")
+    assert full[1] == prompts[1] + done[1].text
 
 
 def test_a_stop_token_ends_its_row_only(stories):

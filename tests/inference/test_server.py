@@ -84,7 +84,15 @@ def test_completion_equals_the_library_and_counts_tokens(running, stories_folder
     assert reply.usage.completion_tokens == len(expected.tokens) + (expected.finish_reason == "stop")
 
 
-def test_chat_completion_and_models(running):
+def test_chat_completion_applies_the_template_and_models(running, stories_folder, monkeypatch):
+    engine = running.server.engine
+    fed: list[list[int]] = []  # the prompt ids the server hands the model
+
+    def submit(prompt: list[int], params: SamplingParams):
+        fed.append(list(prompt))
+        return type(engine).submit(engine, prompt, params)
+
+    monkeypatch.setattr(engine, "submit", submit)
     client = running.client()
     reply = client.chat.completions.create(
         model=NAME,
@@ -99,6 +107,16 @@ def test_chat_completion_and_models(running):
     assert reply.choices[0].message.role == "assistant"
     assert isinstance(reply.choices[0].message.content, str)
     assert reply.choices[0].finish_reason in ("stop", "length")
+    # The default template writes the dialogue as a transcript and asks for the assistant's turn.
+    model, tokenizer, _ = load_model(stories_folder)
+    transcript = tokenizer.encode("You tell stories.\n\nUser: A story?\nAssistant:", bos=True)
+    assert fed == [transcript]
+    assert reply.usage.prompt_tokens == len(transcript)
+    # The reply continues that transcript (OpenAI's default temperature 1, this seed) up to a next turn.
+    params = SamplingParams(max_new_tokens=12, temperature=1.0, seed=4, stop=("\nUser:",))
+    expected = Generator(model, tokenizer).generate([transcript], params)[0]
+    assert reply.choices[0].message.content == expected.text
+    assert reply.choices[0].finish_reason == expected.finish_reason
     assert [m.id for m in client.models.list().data] == [NAME]
     assert httpx.get(running.url + "/health").json()["status"] == "ok"  # no key needed
 

@@ -1,10 +1,10 @@
 """Bad training input: one line naming the problem, non-zero exit, nothing written."""
 
-from tests.helpers import assert_user_error, run_cli
+from tests.helpers import assert_user_error
 
 
-def test_missing_data_folder(tmp_path):
-    result = run_cli(
+def test_missing_data_folder(tmp_path, cli):
+    result = cli(
         "train",
         "--data.tokens",
         str(tmp_path / "none"),
@@ -17,16 +17,16 @@ def test_missing_data_folder(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_empty_corpus(tmp_path, shakespeare_tokens):
+def test_empty_corpus(tmp_path, shakespeare_tokens, cli):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     tokenizer = str(shakespeare_tokens / "tokenizer.model")
-    result = run_cli(
+    result = cli(
         "data", "tokenize", str(empty), "--tokenizer", tokenizer, "--output", str(tmp_path / "tokens")
     )
     assert_user_error(result, "no text to train on")
     assert not (tmp_path / "tokens" / "manifest.json").exists()
-    result = run_cli(
+    result = cli(
         "data",
         "tokenize",
         str(empty),
@@ -38,20 +38,20 @@ def test_empty_corpus(tmp_path, shakespeare_tokens):
     assert_user_error(result, "nope.model not found")
 
 
-def test_unknown_key_and_wrong_type_in_the_config_file(tmp_path):
+def test_unknown_key_and_wrong_type_in_the_config_file(tmp_path, cli):
     config = tmp_path / "run.toml"
     config.write_text("[train]\nsteps = 10\nlearning_rate = 0.1\n")
-    assert_user_error(run_cli("train", "--config", str(config)), "unknown key train.learning_rate")
+    assert_user_error(cli("train", "--config", str(config)), "unknown key train.learning_rate")
     config.write_text('[train]\nsteps = "ten"\n')
-    assert_user_error(run_cli("train", "--config", str(config)), "train.steps must be int, got 'ten'")
+    assert_user_error(cli("train", "--config", str(config)), "train.steps must be int, got 'ten'")
     config.write_text("[train\nsteps = 1\n")
-    assert_user_error(run_cli("train", "--config", str(config)), "is not valid TOML")
+    assert_user_error(cli("train", "--config", str(config)), "is not valid TOML")
     assert_user_error(
-        run_cli("train", "--train.precision", "fp8", "--train.steps", "1", "--data.tokens", "x"),
+        cli("train", "--train.precision", "fp8", "--train.steps", "1", "--data.tokens", "x"),
         "train.precision must be one of auto, bf16, fp32",
     )
     assert_user_error(
-        run_cli("train", "--train.steps", "1", "--train.max_minutes", "2", "--data.tokens", "x"),
+        cli("train", "--train.steps", "1", "--train.max_minutes", "2", "--data.tokens", "x"),
         "exactly one of train.steps, train.tokens, train.max_minutes",
     )
 

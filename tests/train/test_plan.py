@@ -5,7 +5,6 @@ import pytest
 from llamafoundry.config import get_preset
 from llamafoundry.footprint import footprint
 from llamafoundry.train.plan import PAPER_GPU_HOURS, PAPER_TOKENS, make_plan, memory_gb
-from tests.helpers import run_cli
 
 
 def test_65b_on_2048_a100s_is_near_380_tokens_per_gpu_and_21_days():
@@ -37,8 +36,8 @@ def test_memory_falls_with_tensor_parallelism_and_checkpointing():
     assert sum(memory_gb(cfg, 2048, 1, "none", 2048, 1).values()) > totals["none"]
 
 
-def test_plan_command_prints_ours_beside_the_paper():
-    result = run_cli("plan", "llama-65b", "--gpus", "2048", "--gpu", "a100-80gb")
+def test_plan_command_prints_ours_beside_the_paper(cli):
+    result = cli("plan", "llama-65b", "--gpus", "2048", "--gpu", "a100-80gb")
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("tokens/s/GPU")).split()
     assert row[-1] == "380" and abs(int(row[-2].replace(",", "")) - 380) < 20

@@ -44,14 +44,14 @@ def test_killed_and_resumed_run_is_bit_identical(shakespeare_tokens, tmp_path):
     assert len(train_losses(out)) == 80
 
 
-def test_resume_refuses_a_checkpoint_of_another_shape(shakespeare_tokens, tmp_path):
-    first = run_cli(*train_args(shakespeare_tokens, tmp_path / "run", steps=20))
+def test_resume_refuses_a_checkpoint_of_another_shape(shakespeare_tokens, tmp_path, cli):
+    first = cli(*train_args(shakespeare_tokens, tmp_path / "run", steps=20))
     assert first.returncode == 0, first.stderr
     before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    result = run_cli(
+    result = cli(
         *train_args(shakespeare_tokens, tmp_path / "run", steps=40), "--model.n_layers", "3", "--resume"
     )
     assert_user_error(result, "different model shape", "n_layers")
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
-    again = run_cli(*train_args(shakespeare_tokens, tmp_path / "run", steps=20))
+    again = cli(*train_args(shakespeare_tokens, tmp_path / "run", steps=20))
     assert_user_error(again, "already holds checkpoints", "--resume")
