@@ -9,7 +9,8 @@ import argparse
 import pytest
 
 from llamafoundry.checkpoint import load_model
-from llamafoundry.cli import build_parser, main
+from llamafoundry.cli import build_parser
+from tests.helpers import assert_user_error
 
 LOADING_COMMANDS = ["info", "convert", "generate", "serve", "quantize", "eval"]
 OUTPUT_COMMANDS = [
@@ -53,46 +54,35 @@ def test_every_output_is_dash_o(argv):
     assert str(args.output) == "somewhere"
 
 
-def _run(capsys, *argv: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_old_spellings_still_work_with_a_deprecation_line(tmp_path, capsys):
-    code, _, err = _run(capsys, "convert", "llama-1m", tmp_path / "positional", "--to", "hf")
-    assert code == 0 and "deprecated; use -o/--output" in err
+def test_old_spellings_still_work_with_a_deprecation_line(tmp_path, cli, capfd):
+    done = cli("convert", "llama-1m", tmp_path / "positional", "--to", "hf")
+    assert done.returncode == 0 and "deprecated; use -o/--output" in done.stderr
     assert load_model(tmp_path / "positional")[2].dim == load_model("llama-1m")[2].dim
 
-    code, out, err = _run(capsys, "quantize", tmp_path / "positional", tmp_path / "q", "--method", "int8")
-    assert code == 0 and "--method is deprecated; use --quantize" in err and "deprecated; use -o" in err
+    done = cli("quantize", tmp_path / "positional", tmp_path / "q", "--method", "int8")
+    assert done.returncode == 0 and "--method is deprecated; use --quantize" in done.stderr
+    assert "deprecated; use -o/--output" in done.stderr
     assert load_model(tmp_path / "q")[0].quantization.method == "int8"
 
-    code, out, err = _run(capsys, "plan", "--preset", "llama-7b", "--gpus", "8")
-    assert code == 0 and "--preset is deprecated" in err
-    assert out == _run(capsys, "plan", "llama-7b", "--gpus", "8")[1]
+    done = cli("plan", "--preset", "llama-7b", "--gpus", "8")
+    assert done.returncode == 0 and "--preset is deprecated" in done.stderr
+    assert done.stdout == cli("plan", "llama-7b", "--gpus", "8").stdout
 
     assert build_parser().parse_args(["quickstart", "--out", "x"]).output.name == "x"
-    assert "--out is deprecated" in capsys.readouterr().err
-    args = build_parser().parse_args(
-        ["data", "train-classifier", "--positive", "p", "--negative", "n", "-o", "m.bin", "--quantize"]
-    )
+    assert "--out is deprecated" in capfd.readouterr().err
+    argv = ["data", "train-classifier", "--positive", "p", "--negative", "n", "-o", "m.bin", "--quantize"]
+    args = build_parser().parse_args(argv)
     assert args.old_quantize and not args.compress  # the command maps it to --compress, with a warning
 
 
-def test_new_spellings_and_their_errors(tmp_path, capsys):
-    code, _, err = _run(capsys, "convert", "llama-1m", "-o", tmp_path / "hf", "--to", "hf")
-    assert code == 0 and "deprecated" not in err
-    code, _, err = _run(
-        capsys, "quantize", tmp_path / "hf", "-o", tmp_path / "q4", "--quantize", "int4", "--group-size", "32"
-    )
-    assert code == 0 and "deprecated" not in err
+def test_new_spellings_and_their_errors(tmp_path, cli):
+    done = cli("convert", "llama-1m", "-o", tmp_path / "hf", "--to", "hf")
+    assert done.returncode == 0 and "deprecated" not in done.stderr
+    done = cli("quantize", tmp_path / "hf", "-o", tmp_path / "q4", "--quantize", "int4", "--group-size", 32)
+    assert done.returncode == 0 and "deprecated" not in done.stderr
     assert load_model(tmp_path / "q4")[0].quantization.method == "int4"
-    code, out, _ = _run(capsys, "info", tmp_path / "hf", "--quantize", "int8")
-    assert code == 0 and "quantized:  int8" in out
-    code, _, err = _run(capsys, "convert", "llama-1m")
-    assert code == 2 and "no output given; pass -o/--output" in err
-    code, _, err = _run(capsys, "convert", "llama-1m", tmp_path / "a", "-o", tmp_path / "b")
-    assert code == 2 and "two outputs given" in err
-    code, _, err = _run(capsys, "plan", "--gpus", "8")
-    assert code == 2 and "no model given" in err
+    done = cli("info", tmp_path / "hf", "--quantize", "int8")
+    assert done.returncode == 0 and "quantized:  int8" in done.stdout
+    assert_user_error(cli("convert", "llama-1m"), "no output given; pass -o/--output")
+    assert_user_error(cli("convert", "llama-1m", tmp_path / "a", "-o", tmp_path / "b"), "two outputs given")
+    assert_user_error(cli("plan", "--gpus", "8"), "no model given")

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 import llamafoundry
 from llamafoundry.checkpoint import load_model
