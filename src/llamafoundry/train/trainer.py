@@ -25,11 +25,17 @@ from llamafoundry.data.loader import TokenLoader
 from llamafoundry.data.mixture import load_mixture
 from llamafoundry.data.shards import read_manifest
 from llamafoundry.errors import UserError
-from llamafoundry.footprint import CPU_CORE_POWER_W, DEVICE_POWER_W, energy_wh
+from llamafoundry.footprint import energy_wh
 from llamafoundry.tokenizer import Tokenizer
 from llamafoundry.train import checkpointing, parallel
 from llamafoundry.train.distributed import Runtime, init_runtime, shutdown
-from llamafoundry.train.metrics import MetricsLogger, peak_flops, plot_loss_curve, read_metrics
+from llamafoundry.train.metrics import (
+    MetricsLogger,
+    device_power_w,
+    peak_flops,
+    plot_loss_curve,
+    read_metrics,
+)
 from llamafoundry.train.optim import OptimConfig, Schedule, build_optimizer, clip_grad_norm
 from llamafoundry.train.recipe import RunConfig, validate
 
@@ -173,12 +179,6 @@ class _Run:
         seconds = torch.tensor(self.cfg.train.max_minutes * 60 / step_s, device=self.rt.device)
         return max(1, int(self.rt.mean(seconds)))
 
-    def power_w(self) -> float:
-        if self.rt.device.type == "cuda":
-            name = torch.cuda.get_device_name(self.rt.device).lower()
-            return next((w for key, w in DEVICE_POWER_W.items() if key.split("-")[0] in name), 400.0)
-        return CPU_CORE_POWER_W * torch.get_num_threads()
-
 
 def _batch_layout(cfg: RunConfig, dp_size: int) -> tuple[int, int]:
     """Micro-batch and accumulation steps that make one optimizer step exactly batch_tokens."""
@@ -233,7 +233,7 @@ def _train(cfg: RunConfig, rt: Runtime, resume: bool) -> TrainResult:
     logger = MetricsLogger(run.out, cfg.output.tensorboard, enabled=rt.is_main)
     fpt = flops_per_token(run.model_cfg, cfg.data.seq_len)
     peak = peak_flops(rt.device, run.precision) * rt.world_size
-    power = run.power_w()
+    power = device_power_w(run.rt.device)
     if rt.is_main:
         print(
             f"training {num_params(run.model_cfg) / 1e6:.1f}M parameters for {total_steps} steps of "
@@ -358,7 +358,7 @@ def _finish(run: _Run, step: int, tokens: int, train_loss: float, val_loss: floa
         f"- precision: {str(run.precision).removeprefix('torch.')}; ranks: {run.rt.world_size}",
         f"- final train loss {train_loss:.4f}; validation loss {val_loss:.4f} (perplexity {math.exp(val_loss):.2f})",
         f"- time {elapsed / 60:.1f} min; {tps:,.0f} tokens/s; MFU {mfu:.1%} of the measured peak",
-        f"- energy (estimate, Sec. 6 formula): {energy_wh(elapsed, run.power_w(), run.rt.world_size):.1f} Wh",
+        f"- energy (estimate, Sec. 6 formula): {energy_wh(elapsed, device_power_w(run.rt.device), run.rt.world_size):.1f} Wh",
         "",
         "Files: `model/` (load with `llamafoundry.checkpoint.load_model`), `metrics.jsonl`, `loss_curve.png`, "
         "`config.toml`, `checkpoints/`.",
