@@ -31,7 +31,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from llamafoundry.config import ModelConfig, num_params
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
-from llamafoundry.train.distributed import Runtime
+from llamafoundry.train.distributed import Runtime, is_rank0
 from llamafoundry.train.loss import lm_loss
 from llamafoundry.train.recipe import ParallelSection
 
@@ -225,13 +225,11 @@ def attention_backend(name: str, device: torch.device) -> AbstractContextManager
 
 def gather_model(model: nn.Module, cfg: ModelConfig) -> Transformer | None:
     """A plain Transformer with the full weights on CPU (on rank 0; None on other ranks). Collective."""
-    import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    distributed = dist.is_initialized() and dist.get_world_size() > 1
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_model_state_dict(model, options=options)
-    if distributed and dist.get_rank() != 0:
+    if not is_rank0():
         return None
     with torch.device("meta"):
         plain = Transformer(cfg)
