@@ -60,7 +60,7 @@ def plan_layout(pcfg: ParallelSection, cfg: ModelConfig, runtime: Runtime) -> La
     return Layout(mesh["dp_shard"].get_local_rank(), dp, tp, mesh)
 
 
-def build_model(
+def build_parallel_model(
     cfg: ModelConfig, pcfg: ParallelSection, runtime: Runtime, precision: torch.dtype, layout: Layout
 ) -> nn.Module:
     """The model initialised from the current torch seed and parallelised for `layout`.
@@ -183,7 +183,7 @@ def training_loss(pcfg: ParallelSection, layout: Layout, device: torch.device) -
 
     One graph lets inductor fuse the cross-entropy's element-wise passes over the [tokens x vocab]
     logits with the output layer: on CPU those passes cost as much as the output matmul itself.
-    Sharded models are compiled per block instead (see build_model).
+    Sharded models are compiled per block instead (see build_parallel_model).
     """
     if layout.mesh is None and compile_enabled(pcfg.compile, device):
         return torch.compile(lm_loss)

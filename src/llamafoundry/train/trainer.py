@@ -37,7 +37,7 @@ from llamafoundry.train.metrics import (
     read_metrics,
 )
 from llamafoundry.train.optim import OptimConfig, Schedule, build_optimizer, clip_grad_norm
-from llamafoundry.train.recipe import RunConfig, validate
+from llamafoundry.train.recipe import RunRecipe, validate
 
 
 @dataclass
@@ -76,9 +76,9 @@ def autocast(device: torch.device, dtype: torch.dtype):
 
 
 class _Run:
-    """Everything one training run holds, built from a RunConfig."""
+    """Everything one training run holds, built from a RunRecipe."""
 
-    def __init__(self, cfg: RunConfig, runtime: Runtime, resume: bool) -> None:
+    def __init__(self, cfg: RunRecipe, runtime: Runtime, resume: bool) -> None:
         validate(cfg)
         self.cfg, self.rt = cfg, runtime
         self.out = Path(cfg.output.dir)
@@ -113,7 +113,9 @@ class _Run:
             {k: v.weight for k, v in load_mixture(cfg.data.mixture).items()} if cfg.data.mixture else None
         )
         torch.manual_seed(cfg.train.seed)
-        self.model = parallel.build_model(self.model_cfg, cfg.parallel, runtime, self.precision, self.layout)
+        self.model = parallel.build_parallel_model(
+            self.model_cfg, cfg.parallel, runtime, self.precision, self.layout
+        )
         optim = OptimConfig(
             lr=cfg.train.lr,
             min_lr_ratio=cfg.train.min_lr_ratio,
@@ -180,7 +182,7 @@ class _Run:
         return max(1, int(self.rt.mean(seconds)))
 
 
-def _batch_layout(cfg: RunConfig, dp_size: int) -> tuple[int, int]:
+def _batch_layout(cfg: RunRecipe, dp_size: int) -> tuple[int, int]:
     """Micro-batch and accumulation steps that make one optimizer step exactly batch_tokens."""
     per_micro = cfg.train.micro_batch * cfg.data.seq_len * dp_size
     if cfg.train.batch_tokens % per_micro:
@@ -201,7 +203,7 @@ def _check_same_shape(folder: Path, model_cfg: ModelConfig) -> None:
         )
 
 
-def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
+def train(cfg: RunRecipe, resume: bool = False) -> TrainResult:
     """Train as `cfg` says; with `resume`, continue from the newest complete checkpoint in output.dir."""
     runtime = init_runtime()
     try:
@@ -210,7 +212,7 @@ def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
         shutdown(runtime)
 
 
-def _train(cfg: RunConfig, rt: Runtime, resume: bool) -> TrainResult:
+def _train(cfg: RunRecipe, rt: Runtime, resume: bool) -> TrainResult:
     run = _Run(cfg, rt, resume)
     step, elapsed, tokens = 0, 0.0, 0
     if run.resume_from is not None:
@@ -310,7 +312,7 @@ def _train(cfg: RunConfig, rt: Runtime, resume: bool) -> TrainResult:
     return TrainResult(step, tokens, train_loss, val_loss, elapsed, run.out)
 
 
-def _total_steps(cfg: RunConfig, run: _Run) -> int:
+def _total_steps(cfg: RunRecipe, run: _Run) -> int:
     if cfg.train.steps:
         return cfg.train.steps
     if cfg.train.tokens:
