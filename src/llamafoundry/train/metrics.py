@@ -8,6 +8,7 @@ measure the peak: the best of a few large matmuls in the run's precision.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -16,8 +17,16 @@ import torch
 from llamafoundry.footprint import CPU_CORE_POWER_W
 from llamafoundry.hardware import GPUS, gpu_named
 
+# Perplexity is reported up to e^50 (~5e21): past that it only says "diverged", and math.exp raises
+# OverflowError past ~709 nats, which would end a run over a number in its log.
+MAX_PERPLEXITY_LOSS = 50.0
 # A GPU missing from hardware.py is accounted at the power of the paper's own GPU.
 UNKNOWN_GPU = GPUS["a100-80gb"]
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), for losses up to MAX_PERPLEXITY_LOSS (NaN stays NaN)."""
+    return math.exp(min(loss, MAX_PERPLEXITY_LOSS))
 
 
 def measure_matmul_flops(

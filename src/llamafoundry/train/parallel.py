@@ -238,5 +238,16 @@ def gather_model(model: nn.Module, cfg: ModelConfig) -> Transformer | None:
     return plain.eval()
 
 
+def load_weights(model: nn.Module, cfg: ModelConfig, state: dict[str, torch.Tensor], where: str) -> None:
+    """Copy a full (unsharded) state dict into a model parallelised for any layout: gather_model's
+    inverse. Names and shapes are checked first; a UserError (naming `where`) says which tensor differs."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    from llamafoundry.checkpoint.common import build_model
+
+    plain = build_model(cfg, state, where)  # meta-device model holding `state` as is: no copy
+    set_model_state_dict(model, plain.state_dict(), options=StateDictOptions(full_state_dict=True))
+
+
 def _host_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from llamafoundry.config import ModelConfig, get_preset
 from llamafoundry.errors import UserError
 from llamafoundry.fileio import read_toml
+from llamafoundry.train.optim import OptimConfig
 
 
 @dataclass
@@ -48,6 +49,14 @@ class TrainSection:
     precision: str = "auto"  # auto | bf16 | fp32
     seed: int = 0
     log_every: int = 1
+
+    def optim_config(self) -> OptimConfig:
+        """The optimiser settings of this section: every OptimConfig field it names, the rest defaults."""
+        names = {f.name for f in dataclasses.fields(OptimConfig)} & {f.name for f in dataclasses.fields(self)}
+        values = {name: getattr(self, name) for name in names}
+        if self.warmup_steps < 0:
+            values["warmup_steps"] = None  # OptimConfig's spelling of "the paper's, scaled"
+        return OptimConfig(**values)
 
 
 @dataclass
