@@ -40,7 +40,7 @@ def test_on_validate_metrics_join_the_validation_record(shakespeare_tokens, tmp_
     def probe(trainer, step, record):
         calls.append((step, trainer.model.training, record["loss"]))
         with torch.no_grad():
-            return {"probe_loss": float(lm_loss(trainer.model, batch))}
+            return {"probe_loss": float(lm_loss(trainer.model, batch.to(trainer.rt.device)))}
 
     out = tmp_path / "run"
     train(recipe(shakespeare_tokens, out, train__steps=4, eval__every=2), on_validate=[probe])
@@ -51,7 +51,7 @@ def test_on_validate_metrics_join_the_validation_record(shakespeare_tokens, tmp_
     # The live model: at the last validation the probe measured the weights the run then saved.
     final, _, _ = load_model(out / "model")
     with torch.no_grad():
-        assert val[-1]["probe_loss"] == pytest.approx(float(lm_loss(final, batch)), rel=1e-5)
+        assert val[-1]["probe_loss"] == pytest.approx(float(lm_loss(final, batch)), rel=1e-4)
     assert val[0]["probe_loss"] != val[-1]["probe_loss"]
 
 
@@ -67,14 +67,14 @@ def test_a_run_from_saved_weights_starts_at_their_loss(base_run, shakespeare_tok
     base, _, _ = load_model(base_run / "model")
     state = base.state_dict()
     tuned = Trainer(recipe(shakespeare_tokens, tmp_path / "tuned", train__steps=2), init_state=state)
-    assert all(torch.equal(tuned.model.state_dict()[name], w) for name, w in state.items())
+    assert all(torch.equal(tuned.model.state_dict()[name].cpu(), w) for name, w in state.items())
 
     # The same first global batch the trainer draws: 2 accumulation steps of 8 windows of 64 tokens.
     first = TokenLoader(shakespeare_tokens, 64, 8, split="train", accum=2, seed=0).next_step()
     with torch.no_grad():
         expected = sum(float(lm_loss(base, micro)) for micro in first) / len(first)
     start = tuned.step()["loss"]
-    assert start == pytest.approx(expected, rel=1e-5)
+    assert start == pytest.approx(expected, rel=1e-4)
     fresh = Trainer(recipe(shakespeare_tokens, tmp_path / "fresh", train__steps=2)).step()["loss"]
     assert start < fresh - 0.5, (start, fresh)
 
@@ -98,4 +98,4 @@ def test_a_resumed_run_continues_from_its_checkpoint_not_init_state(base_run, sh
     other = random_model(recipe(shakespeare_tokens, out).model_config(), seed=1).state_dict()
     resumed = Trainer(recipe(shakespeare_tokens, out, train__steps=20), resume=True, init_state=other)
     assert resumed.progress.step == 20
-    assert all(torch.equal(resumed.model.state_dict()[name], w) for name, w in saved.items())
+    assert all(torch.equal(resumed.model.state_dict()[name].cpu(), w) for name, w in saved.items())
