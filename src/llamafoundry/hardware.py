@@ -1,7 +1,7 @@
 """The GPUs we know by their datasheets: peak FLOP/s, memory and board power, in one table.
 
-Training reads the peak for MFU and the power for its energy estimate (train/metrics.py, train/trainer.py);
-planning reads all of it (train/plan.py); footprint.py turns the power into energy and CO2 (Sec. 6).
+Training reads the peak for MFU and the power for its energy estimate (train/metrics.py); planning reads
+all of it (train/plan.py); footprint.py turns the power into energy and CO2 (Sec. 6).
 No torch here: `llamafoundry plan` imports this at every command-line start.
 """
 

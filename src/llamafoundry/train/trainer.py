@@ -43,6 +43,9 @@ from llamafoundry.train.optim import Schedule, build_optimizer, clip_grad_norm
 from llamafoundry.train.recipe import RunRecipe
 from llamafoundry.train.recipe import validate as validate_recipe
 
+# The report's tokens/s and MFU average the last training records: compilation and warm-up are over.
+REPORT_LAST_RECORDS = 20
+
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     """bf16 autocast where the device has fast bf16 matmuls (CUDA Ampere+, CPUs with AVX512-BF16/AMX)."""
@@ -112,6 +115,8 @@ class Trainer:
     - `init_state`: a full state dict (every rank passes it) loaded into the freshly built model, for
       finetuning and continued pretraining; names and shapes are checked. A resumed run continues from
       its checkpoint instead, so an interrupted finetune picks up where it stopped.
+
+    Without `runtime` the Trainer joins the torchrun job itself; `train()` also leaves it cleanly after.
     """
 
     def __init__(
@@ -295,7 +300,7 @@ class Trainer:
         records = read_metrics(self.out / "metrics.jsonl")
         title = f"{self.recipe.model.get('preset', 'model')} on {self.shards.name}"
         plot_loss_curve(records, self.out / "loss_curve.png", title=title)
-        recent = [r for r in records if r.get("kind") == "train"][-20:]
+        recent = [r for r in records if r.get("kind") == "train"][-REPORT_LAST_RECORDS:]
         tokens_per_s = sum(r["tokens_per_s"] for r in recent) / max(1, len(recent))
         mfu = sum(r["mfu"] for r in recent) / max(1, len(recent))
         lines = [
