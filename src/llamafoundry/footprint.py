@@ -3,7 +3,7 @@
     Wh = GPU-hours x GPU power x PUE;   tCO2eq = MWh x 0.385
 
 PUE 1.1 and the US average carbon intensity of 0.385 kg CO2eq/kWh are the paper's; an A100-80GB draws
-400 W in its accounting.
+400 W in its accounting. Each GPU's power is in hardware.py's table.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 PUE = 1.1
 CARBON_INTENSITY_T_PER_MWH = 0.385
-# Board power used for accounting, per device (the paper: 400 W for the A100-80GB).
-DEVICE_POWER_W = {"a100-80gb": 400.0, "a100-40gb": 400.0, "h100": 700.0, "h200": 700.0, "v100": 300.0}
 # A busy CPU core of a current server draws roughly this much of its socket's power; an estimate only.
 CPU_CORE_POWER_W = 10.0
 

@@ -117,7 +117,7 @@ def build_tokens(opts: QuickstartOptions, corpus: Path, tokenizer: Path) -> Path
 
 def train_model(opts: QuickstartOptions, tokens: Path) -> Path:
     from llamafoundry.train import checkpointing
-    from llamafoundry.train.recipe import load_recipe
+    from llamafoundry.train.recipe import load_run_recipe
     from llamafoundry.train.trainer import train
 
     train_dir = opts.out / "train"
@@ -132,7 +132,7 @@ def train_model(opts: QuickstartOptions, tokens: Path) -> Path:
         str(opts.minutes),
         *opts.overrides,
     ]
-    cfg = load_recipe(opts.train_config, overrides)
+    cfg = load_run_recipe(opts.train_config, overrides)
     _stage(
         f"4/5 training: {cfg.model['preset']} for about {opts.minutes:g} minutes ({opts.train_config.name})"
     )

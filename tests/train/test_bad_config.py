@@ -57,11 +57,11 @@ def test_unknown_key_and_wrong_type_in_the_config_file(tmp_path, cli):
 
 
 def test_a_written_config_reads_back_equal(tmp_path):
-    from llamafoundry.train.recipe import load_recipe
+    from llamafoundry.train.recipe import load_run_recipe
     from tests.conftest import REPO
 
-    config = load_recipe(
+    config = load_run_recipe(
         REPO / "configs" / "tiny-cpu.toml", ["--model.n_kv_heads", "4", "--train.lr", "1e-3"]
     )
     (tmp_path / "run.toml").write_text(config.to_toml())
-    assert load_recipe(tmp_path / "run.toml") == config
+    assert load_run_recipe(tmp_path / "run.toml") == config

@@ -48,6 +48,19 @@ def test_tensor_parallel_with_sequence_parallel_matches_unsharded(tmp_path):
     assert diffs["local_kv_heads"] == 1  # 2 key/value heads split over 2 ranks
 
 
+@pytest.mark.parametrize(
+    "layout",
+    [{"parallel__dp_shard": 2, "parallel__activation_checkpoint": "selective"}, {"parallel__tp": 2}],
+    ids=["fsdp-selective", "tp"],
+)
+def test_init_state_lands_whole_in_a_sharded_model(shakespeare_tokens, tmp_path, layout):
+    out = tmp_path / "diff.json"
+    recipe = tiny_train_args(shakespeare_tokens, tmp_path / "run", train__steps=1, **layout)[1:]
+    result = torchrun(2, str(Path(__file__).parent / "workers" / "init_state_check.py"), str(out), *recipe)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(out.read_text())["max_diff"] == 0.0
+
+
 def test_two_rank_checkpoint_resumes_on_one_rank(shakespeare_tokens, tmp_path):
     common = {"train__steps": 6, "train__micro_batch": 4, "checkpoint__every": 3, "checkpoint__keep": 5}
     train(2, shakespeare_tokens, tmp_path / "a", **common)

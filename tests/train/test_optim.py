@@ -72,3 +72,23 @@ def test_gradients_are_clipped_to_norm_one():
         p.grad = torch.full_like(p, 1e-6)
     clip_grad_norm(model, 1.0)
     assert all(torch.all(p.grad == 1e-6) for p in model.parameters())  # small gradients untouched
+
+
+def test_the_recipe_gives_the_optimiser_every_setting_it_names():
+    from llamafoundry.train.recipe import load_run_recipe
+
+    section = load_run_recipe(
+        None,
+        [
+            "--train.lr",
+            "1e-3",
+            "--train.beta2",
+            "0.99",
+            "--train.grad_clip",
+            "0.5",
+            "--train.warmup_steps",
+            "7",
+        ],
+    ).train
+    assert section.optim_config() == OptimConfig(lr=1e-3, beta2=0.99, grad_clip=0.5, warmup_steps=7)
+    assert load_run_recipe(None).train.optim_config() == OptimConfig()  # warmup -1: the paper's, scaled

@@ -50,10 +50,10 @@ def test_plan_command_prints_ours_beside_the_paper(cli):
 )
 def test_paper_recipes_carry_table_2(size, lr, tokens):
     from llamafoundry.config import num_params
-    from llamafoundry.train.recipe import load_recipe, validate
+    from llamafoundry.train.recipe import load_run_recipe, validate
     from tests.conftest import REPO
 
-    config = load_recipe(REPO / "configs" / f"llama-{size}.toml")
+    config = load_run_recipe(REPO / "configs" / f"llama-{size}.toml")
     validate(config)
     assert (config.train.lr, config.train.tokens, config.train.batch_tokens) == (lr, tokens, 4 * 2**20)
     assert (config.train.warmup_steps, config.data.seq_len, config.train.precision) == (2000, 2048, "bf16")

@@ -40,10 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from llamafoundry.train.recipe import load_recipe
+    from llamafoundry.train.recipe import load_run_recipe
     from llamafoundry.train.trainer import train
 
-    cfg = load_recipe(args.config, args.overrides)
+    cfg = load_run_recipe(args.config, args.overrides)
     result = train(cfg, resume=args.resume)
     print(
         f"done: {result.steps} steps, {result.tokens:,} tokens, validation loss {result.val_loss:.4f}; "

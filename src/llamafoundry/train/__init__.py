@@ -1,0 +1,43 @@
+"""Pretraining (Sec. 2.3-2.4): run recipes, the Trainer and its loop, the optimiser, parallelism, planning.
+
+The names below load their module on first use: `llamafoundry plan` imports train/plan.py at every
+command-line start, which should not pay for torch and the data pipeline.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llamafoundry.train.optim import OptimConfig, Schedule
+    from llamafoundry.train.recipe import RunRecipe, load_run_recipe
+    from llamafoundry.train.trainer import Trainer, TrainResult, ValidateHook, train
+
+_MODULE_OF = {
+    "OptimConfig": "optim",
+    "Schedule": "optim",
+    "RunRecipe": "recipe",
+    "load_run_recipe": "recipe",
+    "Trainer": "trainer",
+    "TrainResult": "trainer",
+    "ValidateHook": "trainer",
+    "train": "trainer",
+}
+
+__all__ = [
+    "OptimConfig",
+    "RunRecipe",
+    "Schedule",
+    "TrainResult",
+    "Trainer",
+    "ValidateHook",
+    "load_run_recipe",
+    "train",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)

@@ -18,27 +18,18 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from llamafoundry import fileio
 from llamafoundry.errors import UserError
+from llamafoundry.train.distributed import barrier, is_rank0
 
 STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"step_(\d{8})")
 
 # DCP warns when used in one process without a process group; that is a supported, intended use.
 warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
-
-
-def _is_rank0() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
@@ -65,23 +56,23 @@ def save_checkpoint(
     """Write checkpoint `step` under `root` (collective: every rank calls it), then prune old ones."""
     final = root / f"step_{step:08d}"
     tmp = root / f"step_{step:08d}.tmp"
-    if _is_rank0():
+    if is_rank0():
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    _barrier()
+    barrier()
     model_state, optim_state = get_state_dict(model, optimizer)
     dcp.save(
         {"model": model_state, "optim": optim_state, "rng": torch.get_rng_state()}, checkpoint_id=str(tmp)
     )
-    _barrier()
-    if _is_rank0():
+    barrier()
+    if is_rank0():
         fileio.write_json(tmp / STATE_FILE, trainer_state)  # last: marks the folder complete
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
         for old in complete_checkpoints(root)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
-    _barrier()
+    barrier()
     return final
 
 

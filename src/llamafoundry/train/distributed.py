@@ -1,6 +1,7 @@
 """The process's place in a torch.distributed job (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK).
 
-One process without torchrun is a world of one: no process group, nothing to reduce.
+One process without torchrun is a world of one: no process group, nothing to reduce. `rank`,
+`world_size`, `is_rank0` and `barrier` are the one place the rest of the package asks.
 """
 
 from __future__ import annotations
@@ -11,6 +12,27 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+
+def rank() -> int:
+    """This process's rank in the job (0 without a process group)."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """Processes in the job (1 without a process group)."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_rank0() -> bool:
+    """Whether this process writes the job's files (the only process, or rank 0)."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for without a process group)."""
+    if dist.is_initialized():
+        dist.barrier()
 
 
 @dataclass(frozen=True)
@@ -38,18 +60,12 @@ class Runtime:
                 value /= self.world_size
         return value
 
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
 
 def init_runtime(timeout_s: float = 600.0) -> Runtime:
     """Join the torchrun job if there is one (NCCL on CUDA, gloo on CPU) and pick this rank's device.
 
     Under torchrun a process group exists even for one rank, so FSDP2 runs on a single GPU too.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
@@ -63,7 +79,7 @@ def init_runtime(timeout_s: float = 600.0) -> Runtime:
             timeout=datetime.timedelta(seconds=timeout_s),
             device_id=device if device.type == "cuda" else None,
         )
-    return Runtime(rank, world_size, local_rank, device)
+    return Runtime(rank(), world_size(), local_rank, device)
 
 
 def shutdown(runtime: Runtime) -> None:

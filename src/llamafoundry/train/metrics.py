@@ -8,20 +8,25 @@ measure the peak: the best of a few large matmuls in the run's precision.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
 import torch
 
-# Dense bf16 / fp32 (non-tensor-core) peak FLOP/s from NVIDIA's datasheets, matched on the device name.
-GPU_PEAK_FLOPS = {
-    "h200": {torch.bfloat16: 989e12, torch.float32: 67e12},
-    "h100": {torch.bfloat16: 989e12, torch.float32: 67e12},
-    "a100": {torch.bfloat16: 312e12, torch.float32: 19.5e12},
-    "a10g": {torch.bfloat16: 125e12, torch.float32: 31.2e12},
-    "l4": {torch.bfloat16: 121e12, torch.float32: 30.3e12},
-    "v100": {torch.bfloat16: 125e12, torch.float32: 15.7e12},
-}
+from llamafoundry.footprint import CPU_CORE_POWER_W
+from llamafoundry.hardware import GPUS, gpu_named
+
+# Perplexity is reported up to e^50 (~5e21): past that it only says "diverged", and math.exp raises
+# OverflowError past ~709 nats, which would end a run over a number in its log.
+MAX_PERPLEXITY_LOSS = 50.0
+# A GPU missing from hardware.py is accounted at the power of the paper's own GPU.
+UNKNOWN_GPU = GPUS["a100-80gb"]
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), for losses up to MAX_PERPLEXITY_LOSS (NaN stays NaN)."""
+    return math.exp(min(loss, MAX_PERPLEXITY_LOSS))
 
 
 def measure_matmul_flops(
@@ -42,13 +47,18 @@ def measure_matmul_flops(
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
-    """The datasheet peak for a known GPU, else the measured matmul peak."""
+    """The datasheet peak (hardware.py) for a known GPU, else the measured matmul peak."""
+    gpu = gpu_named(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    if gpu is None:
+        return measure_matmul_flops(dtype, device)
+    return gpu.peak_bf16_flops if dtype == torch.bfloat16 else gpu.peak_fp32_flops
+
+
+def device_power_w(device: torch.device) -> float:
+    """The power one device draws, for the energy estimate: its board power, or busy CPU cores."""
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device).lower()
-        for key, peaks in GPU_PEAK_FLOPS.items():
-            if key in name:
-                return peaks[dtype]
-    return measure_matmul_flops(dtype, device)
+        return (gpu_named(torch.cuda.get_device_name(device)) or UNKNOWN_GPU).power_w
+    return CPU_CORE_POWER_W * torch.get_num_threads()
 
 
 def _sync(device: str | torch.device) -> None:

@@ -31,7 +31,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from llamafoundry.config import ModelConfig, num_params
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
-from llamafoundry.train.distributed import Runtime
+from llamafoundry.train.distributed import Runtime, is_rank0
 from llamafoundry.train.loss import lm_loss
 from llamafoundry.train.recipe import ParallelSection
 
@@ -60,7 +60,7 @@ def plan_layout(pcfg: ParallelSection, cfg: ModelConfig, runtime: Runtime) -> La
     return Layout(mesh["dp_shard"].get_local_rank(), dp, tp, mesh)
 
 
-def build_model(
+def build_parallel_model(
     cfg: ModelConfig, pcfg: ParallelSection, runtime: Runtime, precision: torch.dtype, layout: Layout
 ) -> nn.Module:
     """The model initialised from the current torch seed and parallelised for `layout`.
@@ -183,7 +183,7 @@ def training_loss(pcfg: ParallelSection, layout: Layout, device: torch.device) -
 
     One graph lets inductor fuse the cross-entropy's element-wise passes over the [tokens x vocab]
     logits with the output layer: on CPU those passes cost as much as the output matmul itself.
-    Sharded models are compiled per block instead (see build_model).
+    Sharded models are compiled per block instead (see build_parallel_model).
     """
     if layout.mesh is None and compile_enabled(pcfg.compile, device):
         return torch.compile(lm_loss)
@@ -225,19 +225,28 @@ def attention_backend(name: str, device: torch.device) -> AbstractContextManager
 
 def gather_model(model: nn.Module, cfg: ModelConfig) -> Transformer | None:
     """A plain Transformer with the full weights on CPU (on rank 0; None on other ranks). Collective."""
-    import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    distributed = dist.is_initialized() and dist.get_world_size() > 1
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_model_state_dict(model, options=options)
-    if distributed and dist.get_rank() != 0:
+    if not is_rank0():
         return None
     with torch.device("meta"):
         plain = Transformer(cfg)
     plain.load_state_dict({k: v.detach().clone() for k, v in state.items()}, assign=True)
     plain.reset_rope()
     return plain.eval()
+
+
+def load_weights(model: nn.Module, cfg: ModelConfig, state: dict[str, torch.Tensor], where: str) -> None:
+    """Copy a full (unsharded) state dict into a model parallelised for any layout: gather_model's
+    inverse. Names and shapes are checked first; a UserError (naming `where`) says which tensor differs."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    from llamafoundry.checkpoint.common import build_model
+
+    plain = build_model(cfg, state, where)  # meta-device model holding `state` as is: no copy
+    set_model_state_dict(model, plain.state_dict(), options=StateDictOptions(full_state_dict=True))
 
 
 def _host_memory_bytes() -> int:

@@ -23,22 +23,7 @@ from dataclasses import dataclass
 from llamafoundry.config import ModelConfig, flops_per_token, num_params
 from llamafoundry.errors import UserError
 from llamafoundry.footprint import Footprint, footprint
-
-
-@dataclass(frozen=True)
-class GPU:
-    peak_bf16_flops: float
-    memory_gb: float
-    power_w: float
-
-
-GPUS = {
-    "a100-80gb": GPU(312e12, 80, 400),
-    "a100-40gb": GPU(312e12, 40, 400),
-    "h100": GPU(989e12, 80, 700),
-    "h200": GPU(989e12, 141, 700),
-    "v100": GPU(125e12, 32, 300),
-}
+from llamafoundry.hardware import GPUS
 
 # Section 2 and Table 15 of the paper, for the side-by-side.
 PAPER_TOKENS = {"llama-7b": 1.0e12, "llama-13b": 1.0e12, "llama-33b": 1.4e12, "llama-65b": 1.4e12}

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from llamafoundry.config import ModelConfig, get_preset
 from llamafoundry.errors import UserError
 from llamafoundry.fileio import read_toml
+from llamafoundry.train.optim import OptimConfig
 
 
 @dataclass
@@ -48,6 +49,14 @@ class TrainSection:
     precision: str = "auto"  # auto | bf16 | fp32
     seed: int = 0
     log_every: int = 1
+
+    def optim_config(self) -> OptimConfig:
+        """The optimiser settings of this section: every OptimConfig field it names, the rest defaults."""
+        names = {f.name for f in dataclasses.fields(OptimConfig)} & {f.name for f in dataclasses.fields(self)}
+        values = {name: getattr(self, name) for name in names}
+        if self.warmup_steps < 0:
+            values["warmup_steps"] = None  # OptimConfig's spelling of "the paper's, scaled"
+        return OptimConfig(**values)
 
 
 @dataclass
@@ -78,7 +87,7 @@ class ParallelSection:
 
 
 @dataclass
-class RunConfig:
+class RunRecipe:
     model: dict = field(default_factory=lambda: {"preset": "llama-15m"})
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
@@ -96,7 +105,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def to_toml(self) -> str:
-        """The recipe as TOML that load_recipe reads back to an equal RunConfig."""
+        """The recipe as TOML that load_run_recipe reads back to an equal RunRecipe."""
         lines = []
         for section, table in self.to_dict().items():
             lines.append(f"[{section}]")
@@ -113,12 +122,12 @@ def _toml_value(value: object) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-_SECTIONS = {f.name: f for f in dataclasses.fields(RunConfig)}
+_SECTIONS = {f.name: f for f in dataclasses.fields(RunRecipe)}
 _MODEL_KEYS = {"preset": str} | typing.get_type_hints(ModelConfig)
 
 
-def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
-    """A RunConfig from a TOML file (None: defaults) with `--section.key value` overrides applied."""
+def load_run_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunRecipe:
+    """A RunRecipe from a TOML file (None: defaults) with `--section.key value` overrides applied."""
     values: dict = {}
     if path is not None:
         values = read_toml(path, "config file")
@@ -153,11 +162,11 @@ def _pairs(args: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _build(values: dict, where: str) -> RunConfig:
+def _build(values: dict, where: str) -> RunRecipe:
     unknown = sorted(set(values) - set(_SECTIONS))
     if unknown:
         raise UserError(f"{where}: unknown section(s) {unknown}; known: {sorted(_SECTIONS)}")
-    config = RunConfig()
+    config = RunRecipe()
     for section, table in values.items():
         if not isinstance(table, dict):
             raise UserError(f"{where}: [{section}] must be a table")
@@ -222,7 +231,7 @@ _CHOICES = {
 }
 
 
-def validate(cfg: RunConfig) -> None:
+def validate(cfg: RunRecipe) -> None:
     """Checks that need more than one field, or a field's allowed values; a UserError names the fix."""
     for (section, key), allowed in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)

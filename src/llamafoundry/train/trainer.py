@@ -1,8 +1,9 @@
 """The training loop: the paper's recipe (Sec. 2.3) on token shards, resumable, with metrics and a report.
 
-`train(config, resume=...)` runs on one process or under torchrun; train/parallel.py shards the
-unchanged model across ranks. Rank 0 writes metrics, checkpoints' JSON, the model folder and the
-report into `output.dir`.
+`train(recipe, resume=...)` runs a `Trainer` on one process or under torchrun; train/parallel.py shards
+the unchanged model across ranks. The Trainer's parts (`step`, `validate`, `save`, `report`) and hooks
+(`on_validate`, `init_state`) are there for what builds on pretraining: evaluation during training,
+finetuning, continued pretraining.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import json
 import math
 import shutil
 import time
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,23 +27,24 @@ from llamafoundry.data.loader import TokenLoader
 from llamafoundry.data.mixture import load_mixture
 from llamafoundry.data.shards import read_manifest
 from llamafoundry.errors import UserError
-from llamafoundry.footprint import CPU_CORE_POWER_W, DEVICE_POWER_W, energy_wh
+from llamafoundry.footprint import energy_wh
 from llamafoundry.tokenizer import Tokenizer
 from llamafoundry.train import checkpointing, parallel
 from llamafoundry.train.distributed import Runtime, init_runtime, shutdown
-from llamafoundry.train.metrics import MetricsLogger, peak_flops, plot_loss_curve, read_metrics
-from llamafoundry.train.optim import OptimConfig, Schedule, build_optimizer, clip_grad_norm
-from llamafoundry.train.recipe import RunConfig, validate
+from llamafoundry.train.metrics import (
+    MetricsLogger,
+    device_power_w,
+    peak_flops,
+    perplexity,
+    plot_loss_curve,
+    read_metrics,
+)
+from llamafoundry.train.optim import Schedule, build_optimizer, clip_grad_norm
+from llamafoundry.train.recipe import RunRecipe
+from llamafoundry.train.recipe import validate as validate_recipe
 
-
-@dataclass
-class TrainResult:
-    steps: int
-    tokens: int
-    train_loss: float
-    val_loss: float
-    elapsed_s: float
-    output: Path
+# The report's tokens/s and MFU average the last training records: compilation and warm-up are over.
+REPORT_LAST_RECORDS = 20
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
@@ -64,83 +67,309 @@ def _cpu_has_fast_bf16() -> bool:
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
+    """bf16 autocast on `device`, or nothing for fp32."""
     if dtype == torch.float32:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-class _Run:
-    """Everything one training run holds, built from a RunConfig."""
+@dataclass
+class TrainResult:
+    """How a finished run ended; its files are in `output`."""
 
-    def __init__(self, cfg: RunConfig, runtime: Runtime, resume: bool) -> None:
-        validate(cfg)
-        self.cfg, self.rt = cfg, runtime
-        self.out = Path(cfg.output.dir)
-        self.ckpt_root = self.out / "checkpoints"
-        self.shards = Path(cfg.data.tokens)
-        manifest = read_manifest(self.shards)
-        self.model_cfg = cfg.model_config()
-        if self.model_cfg.vocab_size < manifest["vocab_size"]:
-            raise UserError(
-                f"model vocab_size {self.model_cfg.vocab_size} is smaller than the tokenizer's "
-                f"{manifest['vocab_size']}; set model.vocab_size = {manifest['vocab_size']}"
-            )
-        if cfg.data.seq_len > self.model_cfg.max_seq_len:
-            raise UserError(
-                f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len "
-                f"{self.model_cfg.max_seq_len}"
-            )
-        existing = checkpointing.latest_checkpoint(self.ckpt_root)
-        self.resume_from = existing if resume else None
-        if existing is not None and not resume:
-            raise UserError(
-                f"{self.out} already holds checkpoints; pass --resume to continue that run or set "
-                "output.dir to a new folder"
-            )
-        if self.resume_from is not None:
-            _check_same_shape(self.resume_from, self.model_cfg)
-        self.precision = resolve_precision(cfg.train.precision, runtime.device)
-        self.layout = parallel.plan_layout(cfg.parallel, self.model_cfg, runtime)
-        self.micro, self.accum = _batch_layout(cfg, self.layout.dp_size)
-        self.tokens_per_step = cfg.train.batch_tokens
+    steps: int
+    tokens: int
+    train_loss: float
+    val_loss: float
+    elapsed_s: float
+    output: Path
+
+
+@dataclass
+class Progress:
+    """Where a run stands; every checkpoint holds it, so a resumed run continues the same count."""
+
+    step: int = 0
+    tokens: int = 0
+    elapsed_s: float = 0.0
+
+    def advance(self, seconds: float, tokens: int) -> None:
+        self.step, self.tokens, self.elapsed_s = self.step + 1, self.tokens + tokens, self.elapsed_s + seconds
+
+
+# A hook run at each validation: (trainer, step, the validation record so far) -> metrics to add, or None.
+ValidateHook = Callable[["Trainer", int, dict], "dict | None"]
+
+
+class Trainer:
+    """One training run of a RunRecipe: the model, optimizer, data and schedule it builds, and the loop.
+
+    `fit()` is the paper's recipe (Sec. 2.3): `step()` until the horizon, `validate()` and `save()` as
+    the recipe says, then validate, save, export the model folder and `report()`. Rank 0 writes metrics,
+    checkpoints' JSON, the model folder and the report into `output.dir`.
+
+    Hooks, for what builds on pretraining:
+    - `on_validate`: callables run at each validation on every rank (the model may be sharded, so their
+      forward passes are collective), with the model in eval mode; the metrics they return join the
+      validation record in metrics.jsonl and TensorBoard (evaluation during training, Fig. 2).
+    - `init_state`: a full state dict (every rank passes it) loaded into the freshly built model, for
+      finetuning and continued pretraining; names and shapes are checked. A resumed run continues from
+      its checkpoint instead, so an interrupted finetune picks up where it stopped.
+
+    Without `runtime` the Trainer joins the torchrun job itself; `train()` also leaves it cleanly after.
+    """
+
+    def __init__(
+        self,
+        recipe: RunRecipe,
+        *,
+        runtime: Runtime | None = None,
+        resume: bool = False,
+        init_state: dict[str, torch.Tensor] | None = None,
+        on_validate: Sequence[ValidateHook] = (),
+    ) -> None:
+        validate_recipe(recipe)
+        self.recipe, self.rt = recipe, runtime or init_runtime()
+        self.on_validate = list(on_validate)
+        self.out = Path(recipe.output.dir)
+        self.shards = Path(recipe.data.tokens)
+        self.model_cfg = recipe.model_config()
+        _check_fits_data(recipe, self.model_cfg, read_manifest(self.shards))
+        self.resume_from = _resume_point(self.out, resume, self.model_cfg)
+        self.precision = resolve_precision(recipe.train.precision, self.rt.device)
+        self.layout = parallel.plan_layout(recipe.parallel, self.model_cfg, self.rt)
+        self.micro, self.accum = _batch_layout(recipe, self.layout.dp_size)
+        self.tokens_per_step = recipe.train.batch_tokens
         self.weights = (
-            {k: v.weight for k, v in load_mixture(cfg.data.mixture).items()} if cfg.data.mixture else None
+            {k: v.weight for k, v in load_mixture(recipe.data.mixture).items()}
+            if recipe.data.mixture
+            else None
         )
-        torch.manual_seed(cfg.train.seed)
-        self.model = parallel.build_model(self.model_cfg, cfg.parallel, runtime, self.precision, self.layout)
-        optim = OptimConfig(
-            lr=cfg.train.lr,
-            min_lr_ratio=cfg.train.min_lr_ratio,
-            weight_decay=cfg.train.weight_decay,
-            beta1=cfg.train.beta1,
-            beta2=cfg.train.beta2,
-            grad_clip=cfg.train.grad_clip,
-            warmup_steps=None if cfg.train.warmup_steps < 0 else cfg.train.warmup_steps,
+        torch.manual_seed(recipe.train.seed)
+        self.model = parallel.build_parallel_model(
+            self.model_cfg, recipe.parallel, self.rt, self.precision, self.layout
         )
-        self.optim_cfg = optim
-        self.optimizer = build_optimizer(self.model, optim)
+        self.optim_cfg = recipe.train.optim_config()
+        self.optimizer = build_optimizer(self.model, self.optim_cfg)
         self.loader = self._loader("train")
-        self.loss_fn = parallel.training_loss(cfg.parallel, self.layout, runtime.device)
+        self.loss_fn = parallel.training_loss(recipe.parallel, self.layout, self.rt.device)
+        self.progress, self.total_steps = self._starting_point(init_state)
+        self.schedule = Schedule(self.optim_cfg, self.total_steps)
+        # The denominators of MFU and energy (measuring a CPU's peak draws random numbers: after the init).
+        self.flops_per_token = flops_per_token(self.model_cfg, recipe.data.seq_len)
+        self.peak_flops = peak_flops(self.rt.device, self.precision) * self.rt.world_size
+        self.power_w = device_power_w(self.rt.device)
+
+    def _starting_point(self, init_state: dict[str, torch.Tensor] | None) -> tuple[Progress, int]:
+        """The checkpoint's progress and horizon when resuming; else step 0 (from `init_state` if given)."""
+        if self.resume_from is not None:
+            state = checkpointing.load_checkpoint(self.resume_from, self.model, self.optimizer)
+            self.loader.load_state_dict(state["loader"])
+            return Progress(state["step"], state["tokens"], state["elapsed_s"]), state["total_steps"]
+        if init_state is not None:
+            parallel.load_weights(self.model, self.model_cfg, init_state, "init_state")
+        return Progress(), self._horizon()
+
+    def _horizon(self) -> int:
+        """Optimizer steps in the run: as set, from the token budget, or what fits `max_minutes`."""
+        train = self.recipe.train
+        if train.steps:
+            return train.steps
+        if train.tokens:
+            return max(1, math.ceil(train.tokens / self.tokens_per_step))
+        return self._calibrate_steps()
 
     def _loader(self, split: str) -> TokenLoader:
         return TokenLoader(
             self.shards,
-            self.cfg.data.seq_len,
+            self.recipe.data.seq_len,
             self.micro,
             split=split,
             accum=self.accum if split == "train" else 1,
             rank=self.layout.dp_rank,
             world_size=self.layout.dp_size,
-            seed=self.cfg.train.seed,
+            seed=self.recipe.train.seed,
             weights=self.weights,
-            verify=self.cfg.data.verify_checksums,
+            verify=self.recipe.data.verify_checksums,
         )
 
-    def step_loss(self, batch: torch.Tensor, backward: bool) -> torch.Tensor:
+    def fit(self) -> TrainResult:
+        """Train to the horizon in output.dir; a Ctrl-C saves a checkpoint first, so `resume` continues."""
+        self._prepare_output()
+        logger = MetricsLogger(self.out, self.recipe.output.tensorboard, enabled=self.rt.is_main)
+        bar = self._progress_bar()
+        self.model.train()
+        train_loss = float("nan")
+        try:
+            while self.progress.step < self.total_steps:
+                record = self.step()
+                train_loss = record["loss"]
+                self._log_step(record, logger, bar)
+                if self._due(self.recipe.eval.every):
+                    logger.log(self.validate())
+                if self._due(self.recipe.checkpoint.every):
+                    self.save()
+        except KeyboardInterrupt:
+            bar.close()
+            self._save_on_interrupt()
+            raise
+        bar.close()
+        val = self.validate()
+        logger.log(val)
+        logger.close()
+        self.save()
+        self.export()
+        p = self.progress
+        result = TrainResult(p.step, p.tokens, train_loss, val["loss"], p.elapsed_s, self.out)
+        self.report(result)
+        return result
+
+    def step(self) -> dict:
+        """One optimizer step on the next global batch (Sec. 2.3: AdamW, cosine schedule, clipping at 1.0);
+        its training record."""
+        start = time.perf_counter()
+        loss = self._loss(self.loader.next_step(), backward=True)
+        grad_norm = clip_grad_norm(self.model, self.recipe.train.grad_clip)
+        lr = self.schedule.apply(self.optimizer, self.progress.step)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        train_loss = float(self.rt.mean(loss))
+        seconds = time.perf_counter() - start
+        p = self.progress
+        p.advance(seconds, self.tokens_per_step)
+        if not math.isfinite(train_loss):
+            raise UserError(
+                f"the loss became {train_loss} at step {p.step}; lower train.lr or check the data"
+            )
+        tokens_per_s = self.tokens_per_step / seconds
+        return {
+            "kind": "train",
+            "step": p.step,
+            "tokens": p.tokens,
+            "loss": train_loss,
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "tokens_per_s": tokens_per_s,
+            "mfu": tokens_per_s * self.flops_per_token / self.peak_flops,
+            "elapsed_s": p.elapsed_s,
+            "energy_wh": energy_wh(p.elapsed_s, self.power_w, self.rt.world_size),
+        }
+
+    def validate(self) -> dict:
+        """The validation record now: held-out loss and perplexity, plus what the on_validate hooks return
+        (`fit` writes it to metrics.jsonl and TensorBoard)."""
+        p = self.progress
+        loss = self._val_loss()
+        record = {"kind": "val", "step": p.step, "tokens": p.tokens, "loss": loss, "ppl": perplexity(loss)}
+        with self._evaluating():
+            for hook in self.on_validate:
+                record |= _hook_metrics(hook, hook(self, p.step, dict(record)), record)
+        return record
+
+    def save(self) -> Path:
+        """A resumable checkpoint of the run as it stands (collective: every rank calls it)."""
+        state = {
+            "step": self.progress.step,
+            "total_steps": self.total_steps,
+            "elapsed_s": self.progress.elapsed_s,
+            "tokens": self.progress.tokens,
+            "loader": self.loader.state_dict(),
+            "model_config": self.model_cfg.to_dict(),
+            "world_size": self.rt.world_size,
+            "config": self.recipe.to_dict(),
+        }
+        return checkpointing.save_checkpoint(
+            self.out / "checkpoints",
+            self.progress.step,
+            self.model,
+            self.optimizer,
+            state,
+            self.recipe.checkpoint.keep,
+        )
+
+    def export(self) -> None:
+        """The model folder `output.dir/model` (collective: the model is gathered to rank 0, which writes)."""
+        model = parallel.gather_model(self.model, self.model_cfg)
+        if model is not None:
+            save_model(self.out / "model", model, Tokenizer(self.out / "tokenizer.model"))
+
+    def report(self, result: TrainResult) -> None:
+        """The loss-curve PNG and report.md of a finished run (rank 0)."""
+        if not self.rt.is_main:
+            return
+        records = read_metrics(self.out / "metrics.jsonl")
+        title = f"{self.recipe.model.get('preset', 'model')} on {self.shards.name}"
+        plot_loss_curve(records, self.out / "loss_curve.png", title=title)
+        recent = [r for r in records if r.get("kind") == "train"][-REPORT_LAST_RECORDS:]
+        tokens_per_s = sum(r["tokens_per_s"] for r in recent) / max(1, len(recent))
+        mfu = sum(r["mfu"] for r in recent) / max(1, len(recent))
+        lines = [
+            f"# Training report: {self.out}",
+            "",
+            f"- model: {num_params(self.model_cfg):,} parameters ({self.recipe.model})",
+            f"- data: {self.shards} (seq_len {self.recipe.data.seq_len}); "
+            f"tokens seen {result.tokens:,} in {result.steps} steps",
+            f"- precision: {_dtype_name(self.precision)}; ranks: {self.rt.world_size}",
+            f"- final train loss {result.train_loss:.4f}; validation loss {result.val_loss:.4f} "
+            f"(perplexity {perplexity(result.val_loss):.2f})",
+            f"- time {result.elapsed_s / 60:.1f} min; {tokens_per_s:,.0f} tokens/s; MFU {mfu:.1%} of the measured peak",
+            f"- energy (estimate, Sec. 6 formula): "
+            f"{energy_wh(result.elapsed_s, self.power_w, self.rt.world_size):.1f} Wh",
+            "",
+            "Files: `model/` (load with `llamafoundry.checkpoint.load_model`), `metrics.jsonl`, `loss_curve.png`, "
+            "`config.toml`, `checkpoints/`.",
+        ]
+        fileio.write_text(self.out / "report.md", "\n".join(lines) + "\n")
+
+    def _prepare_output(self) -> None:
+        """output.dir with the recipe and tokenizer; on resume, metrics of steps to be run again dropped."""
+        if self.rt.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            _truncate_metrics(self.out / "metrics.jsonl", self.progress.step)
+            fileio.write_text(self.out / "config.toml", self.recipe.to_toml())
+            shutil.copyfile(self.shards / "tokenizer.model", self.out / "tokenizer.model")
+
+    def _progress_bar(self) -> tqdm:
+        """The run's one-line summary, then a bar of its steps (rank 0)."""
+        if self.rt.is_main:
+            print(
+                f"training {num_params(self.model_cfg) / 1e6:.1f}M parameters for {self.total_steps} steps of "
+                f"{self.tokens_per_step:,} tokens ({self.micro} x {self.recipe.data.seq_len} x {self.accum} "
+                f"accum x {self.rt.world_size} ranks), {_dtype_name(self.precision)}, "
+                f"warmup {self.schedule.warmup_steps}"
+            )
+        return tqdm(
+            total=self.total_steps,
+            initial=self.progress.step,
+            desc="training",
+            unit="step",
+            disable=not self.rt.is_main,
+            smoothing=0.1,
+        )
+
+    def _log_step(self, record: dict, logger: MetricsLogger, bar: tqdm) -> None:
+        """The record to metrics.jsonl every `log_every` steps and at the last; the bar every step."""
+        if self.progress.step % self.recipe.train.log_every == 0 or self.progress.step == self.total_steps:
+            logger.log(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
+        bar.update()
+
+    def _due(self, every: int) -> bool:
+        """Whether a periodic validation or checkpoint falls on this step (the last step has its own)."""
+        step = self.progress.step
+        return bool(every) and step % every == 0 and step < self.total_steps
+
+    def _save_on_interrupt(self) -> None:
+        if self.progress.step > 0:
+            self.save()
+            if self.rt.is_main:
+                print(f"interrupted: saved step {self.progress.step}; continue with --resume")
+
+    def _loss(self, batch: torch.Tensor, backward: bool) -> torch.Tensor:
         """Forward (and backward) over this rank's micro-batches; the mean loss over them."""
         total = torch.zeros((), device=self.rt.device)
         for micro in batch.to(self.rt.device, non_blocking=True):
-            attention = parallel.attention_backend(self.cfg.parallel.sdpa_backend, self.rt.device)
+            attention = parallel.attention_backend(self.recipe.parallel.sdpa_backend, self.rt.device)
             with autocast(self.rt.device, self.precision), attention:
                 loss = self.loss_fn(self.model, micro)
             if backward:
@@ -148,39 +377,96 @@ class _Run:
             total += loss.detach()
         return total / len(batch)
 
+    @contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train()
+
     @torch.no_grad()
-    def val_loss(self) -> float:
+    def _val_loss(self) -> float:
         """Mean loss on the same held-out windows each time (NaN when the validation split is too small)."""
         try:
             loader = self._loader("val")
         except UserError:
             return float("nan")
-        self.model.eval()
-        losses = [self.step_loss(loader.next_step(), backward=False) for _ in range(self.cfg.eval.batches)]
-        self.model.train()
+        with self._evaluating():
+            losses = [self._loss(loader.next_step(), backward=False) for _ in range(self.recipe.eval.batches)]
         return float(self.rt.mean(torch.stack(losses).mean()))
 
-    def calibrate_steps(self) -> int:
+    def _calibrate_steps(self) -> int:
         """Steps that fit `max_minutes`: time two forward+backward passes (no update) on a spare loader."""
         probe = self._loader("train")
         times = []
         for _ in range(3):
             start = time.perf_counter()
-            self.step_loss(probe.next_step(), backward=True)
+            self._loss(probe.next_step(), backward=True)
             times.append(time.perf_counter() - start)
         self.optimizer.zero_grad(set_to_none=True)
         step_s = min(times[1:]) * 1.05  # optimizer step and logging add a little
-        seconds = torch.tensor(self.cfg.train.max_minutes * 60 / step_s, device=self.rt.device)
+        seconds = torch.tensor(self.recipe.train.max_minutes * 60 / step_s, device=self.rt.device)
         return max(1, int(self.rt.mean(seconds)))
 
-    def power_w(self) -> float:
-        if self.rt.device.type == "cuda":
-            name = torch.cuda.get_device_name(self.rt.device).lower()
-            return next((w for key, w in DEVICE_POWER_W.items() if key.split("-")[0] in name), 400.0)
-        return CPU_CORE_POWER_W * torch.get_num_threads()
+
+def train(
+    recipe: RunRecipe,
+    resume: bool = False,
+    *,
+    init_state: dict[str, torch.Tensor] | None = None,
+    on_validate: Sequence[ValidateHook] = (),
+) -> TrainResult:
+    """Train as `recipe` says, on one process or under torchrun; with `resume`, continue from the newest
+    complete checkpoint in output.dir. `init_state` and `on_validate` are the Trainer's hooks."""
+    runtime = init_runtime()
+    try:
+        trainer = Trainer(
+            recipe, runtime=runtime, resume=resume, init_state=init_state, on_validate=on_validate
+        )
+        return trainer.fit()
+    finally:
+        shutdown(runtime)
 
 
-def _batch_layout(cfg: RunConfig, dp_size: int) -> tuple[int, int]:
+def _hook_metrics(hook: ValidateHook, metrics: dict | None, record: dict) -> dict:
+    """A hook's metrics, which may add to the validation record but not change what the trainer measured."""
+    metrics = metrics or {}
+    clash = sorted(record.keys() & metrics.keys())
+    if clash:
+        raise ValueError(
+            f"on_validate hook {hook!r} returned {clash}, which the validation record already has"
+        )
+    return metrics
+
+
+def _check_fits_data(recipe: RunRecipe, model_cfg: ModelConfig, manifest: dict) -> None:
+    """The model reads every token id of the shards, and windows no longer than its context."""
+    if model_cfg.vocab_size < manifest["vocab_size"]:
+        raise UserError(
+            f"model vocab_size {model_cfg.vocab_size} is smaller than the tokenizer's "
+            f"{manifest['vocab_size']}; set model.vocab_size = {manifest['vocab_size']}"
+        )
+    if recipe.data.seq_len > model_cfg.max_seq_len:
+        raise UserError(
+            f"data.seq_len {recipe.data.seq_len} exceeds the model's max_seq_len {model_cfg.max_seq_len}"
+        )
+
+
+def _resume_point(out: Path, resume: bool, model_cfg: ModelConfig) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run); a fresh run refuses a folder with checkpoints."""
+    existing = checkpointing.latest_checkpoint(out / "checkpoints")
+    if existing is not None and not resume:
+        raise UserError(
+            f"{out} already holds checkpoints; pass --resume to continue that run or set "
+            "output.dir to a new folder"
+        )
+    if existing is not None:
+        _check_same_shape(existing, model_cfg)
+    return existing if resume else None
+
+
+def _batch_layout(cfg: RunRecipe, dp_size: int) -> tuple[int, int]:
     """Micro-batch and accumulation steps that make one optimizer step exactly batch_tokens."""
     per_micro = cfg.train.micro_batch * cfg.data.seq_len * dp_size
     if cfg.train.batch_tokens % per_micro:
@@ -201,169 +487,8 @@ def _check_same_shape(folder: Path, model_cfg: ModelConfig) -> None:
         )
 
 
-def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
-    """Train as `cfg` says; with `resume`, continue from the newest complete checkpoint in output.dir."""
-    runtime = init_runtime()
-    try:
-        return _train(cfg, runtime, resume)
-    finally:
-        shutdown(runtime)
-
-
-def _train(cfg: RunConfig, rt: Runtime, resume: bool) -> TrainResult:
-    run = _Run(cfg, rt, resume)
-    step, elapsed, tokens = 0, 0.0, 0
-    if run.resume_from is not None:
-        state = checkpointing.load_checkpoint(run.resume_from, run.model, run.optimizer)
-        run.loader.load_state_dict(state["loader"])
-        step, elapsed, tokens, total_steps = (
-            state["step"],
-            state["elapsed_s"],
-            state["tokens"],
-            state["total_steps"],
-        )
-    else:
-        total_steps = _total_steps(cfg, run)
-    schedule = Schedule(run.optim_cfg, total_steps)
-    if rt.is_main:
-        run.out.mkdir(parents=True, exist_ok=True)
-        _truncate_metrics(run.out / "metrics.jsonl", step)
-        fileio.write_text(run.out / "config.toml", cfg.to_toml())
-        shutil.copyfile(run.shards / "tokenizer.model", run.out / "tokenizer.model")
-    logger = MetricsLogger(run.out, cfg.output.tensorboard, enabled=rt.is_main)
-    fpt = flops_per_token(run.model_cfg, cfg.data.seq_len)
-    peak = peak_flops(rt.device, run.precision) * rt.world_size
-    power = run.power_w()
-    if rt.is_main:
-        print(
-            f"training {num_params(run.model_cfg) / 1e6:.1f}M parameters for {total_steps} steps of "
-            f"{run.tokens_per_step:,} tokens ({run.micro} x {cfg.data.seq_len} x {run.accum} accum x "
-            f"{rt.world_size} ranks), {str(run.precision).removeprefix('torch.')}, warmup {schedule.warmup_steps}"
-        )
-    run.model.train()
-    bar = tqdm(
-        total=total_steps, initial=step, desc="training", unit="step", disable=not rt.is_main, smoothing=0.1
-    )
-    train_loss = val_loss = float("nan")
-    try:
-        while step < total_steps:
-            start = time.perf_counter()
-            batch = run.loader.next_step()
-            loss = run.step_loss(batch, backward=True)
-            grad_norm = clip_grad_norm(run.model, cfg.train.grad_clip)
-            lr = schedule.apply(run.optimizer, step)
-            run.optimizer.step()
-            run.optimizer.zero_grad(set_to_none=True)
-            train_loss = float(rt.mean(loss))
-            seconds = time.perf_counter() - start
-            step, elapsed, tokens = step + 1, elapsed + seconds, tokens + run.tokens_per_step
-            if not math.isfinite(train_loss):
-                raise UserError(
-                    f"the loss became {train_loss} at step {step}; lower train.lr or check the data"
-                )
-            tps = run.tokens_per_step / seconds
-            if step % cfg.train.log_every == 0 or step == total_steps:
-                logger.log(
-                    {
-                        "kind": "train",
-                        "step": step,
-                        "tokens": tokens,
-                        "loss": train_loss,
-                        "lr": lr,
-                        "grad_norm": float(grad_norm),
-                        "tokens_per_s": tps,
-                        "mfu": tps * fpt / peak,
-                        "elapsed_s": elapsed,
-                        "energy_wh": energy_wh(elapsed, power, rt.world_size),
-                    }
-                )
-            bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
-            bar.update()
-            if cfg.eval.every and step % cfg.eval.every == 0 and step < total_steps:
-                val_loss = run.val_loss()
-                logger.log(
-                    {
-                        "kind": "val",
-                        "step": step,
-                        "tokens": tokens,
-                        "loss": val_loss,
-                        "ppl": math.exp(min(val_loss, 50)),
-                    }
-                )
-            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < total_steps:
-                _checkpoint(run, step, total_steps, elapsed, tokens)
-    except KeyboardInterrupt:
-        bar.close()
-        if step > 0:
-            _checkpoint(run, step, total_steps, elapsed, tokens)
-            if rt.is_main:
-                print(f"interrupted: saved step {step}; continue with --resume")
-        raise
-    bar.close()
-    val_loss = run.val_loss()
-    logger.log(
-        {"kind": "val", "step": step, "tokens": tokens, "loss": val_loss, "ppl": math.exp(min(val_loss, 50))}
-    )
-    logger.close()
-    _checkpoint(run, step, total_steps, elapsed, tokens)
-    _finish(run, step, tokens, train_loss, val_loss, elapsed)
-    return TrainResult(step, tokens, train_loss, val_loss, elapsed, run.out)
-
-
-def _total_steps(cfg: RunConfig, run: _Run) -> int:
-    if cfg.train.steps:
-        return cfg.train.steps
-    if cfg.train.tokens:
-        return max(1, math.ceil(cfg.train.tokens / run.tokens_per_step))
-    return run.calibrate_steps()
-
-
-def _checkpoint(run: _Run, step: int, total_steps: int, elapsed: float, tokens: int) -> None:
-    state = {
-        "step": step,
-        "total_steps": total_steps,
-        "elapsed_s": elapsed,
-        "tokens": tokens,
-        "loader": run.loader.state_dict(),
-        "model_config": run.model_cfg.to_dict(),
-        "world_size": run.rt.world_size,
-        "config": run.cfg.to_dict(),
-    }
-    checkpointing.save_checkpoint(
-        run.ckpt_root, step, run.model, run.optimizer, state, run.cfg.checkpoint.keep
-    )
-
-
-def _finish(run: _Run, step: int, tokens: int, train_loss: float, val_loss: float, elapsed: float) -> None:
-    """The model folder, loss-curve PNG and report (rank 0; the model gathered from every rank)."""
-    model = parallel.gather_model(run.model, run.model_cfg)
-    if model is None:
-        return
-    tokenizer = Tokenizer(run.out / "tokenizer.model")
-    save_model(run.out / "model", model, tokenizer)
-    records = read_metrics(run.out / "metrics.jsonl")
-    plot_loss_curve(
-        records,
-        run.out / "loss_curve.png",
-        title=f"{run.cfg.model.get('preset', 'model')} on {run.shards.name}",
-    )
-    train_records = [r for r in records if r.get("kind") == "train"]
-    tps = sum(r["tokens_per_s"] for r in train_records[-20:]) / max(1, len(train_records[-20:]))
-    mfu = sum(r["mfu"] for r in train_records[-20:]) / max(1, len(train_records[-20:]))
-    report = [
-        f"# Training report: {run.out}",
-        "",
-        f"- model: {num_params(run.model_cfg):,} parameters ({run.cfg.model})",
-        f"- data: {run.shards} (seq_len {run.cfg.data.seq_len}); tokens seen {tokens:,} in {step} steps",
-        f"- precision: {str(run.precision).removeprefix('torch.')}; ranks: {run.rt.world_size}",
-        f"- final train loss {train_loss:.4f}; validation loss {val_loss:.4f} (perplexity {math.exp(val_loss):.2f})",
-        f"- time {elapsed / 60:.1f} min; {tps:,.0f} tokens/s; MFU {mfu:.1%} of the measured peak",
-        f"- energy (estimate, Sec. 6 formula): {energy_wh(elapsed, run.power_w(), run.rt.world_size):.1f} Wh",
-        "",
-        "Files: `model/` (load with `llamafoundry.checkpoint.load_model`), `metrics.jsonl`, `loss_curve.png`, "
-        "`config.toml`, `checkpoints/`.",
-    ]
-    fileio.write_text(run.out / "report.md", "\n".join(report) + "\n")
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
