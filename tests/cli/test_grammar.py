@@ -7,9 +7,13 @@ from __future__ import annotations
 import argparse
 
 import pytest
+import torch
 
 from llamafoundry.checkpoint import load_model
 from llamafoundry.cli import build_parser
+from llamafoundry.cli.options import DEVICE_HELP
+from llamafoundry.errors import UserError
+from llamafoundry.train.distributed import pick_device
 from tests.helpers import assert_user_error
 
 LOADING_COMMANDS = ["info", "convert", "generate", "serve", "quantize", "eval"]
@@ -22,6 +26,7 @@ OUTPUT_COMMANDS = [
     ["data", "tokenize", "in.txt", "--tokenizer", "t.model"],
     ["data", "train-classifier", "--positive", "p", "--negative", "n"],
     ["tokenizer", "train", "f.txt"],
+    ["train", "--config", "r.toml"],
 ]
 
 
@@ -86,3 +91,15 @@ def test_new_spellings_and_their_errors(tmp_path, cli):
     assert_user_error(cli("convert", "llama-1m"), "no output given; pass -o/--output")
     assert_user_error(cli("convert", "llama-1m", tmp_path / "a", "-o", tmp_path / "b"), "two outputs given")
     assert_user_error(cli("plan", "--gpus", "8"), "no model given")
+
+
+def test_train_takes_the_same_device_option():
+    options = _options(_subparser(build_parser(), "train"))
+    assert options["--device"].default is None and options["--device"].help == DEVICE_HELP
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device(None) == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UserError, match="unknown device"):
+        pick_device("tpu-please")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no GPU is visible"):
+            pick_device("cuda")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llamafoundry.cli.options import add_output
+from llamafoundry.cli.options import DEVICE_HELP, add_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, default=None, help="TOML recipe (configs/*.toml)")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    add_output(p, "run folder (the recipe's output.dir)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=cmd_train, accepts_overrides=True)
 
     p = subparsers.add_parser(
@@ -43,8 +45,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from llamafoundry.train.recipe import load_run_recipe
     from llamafoundry.train.trainer import train
 
-    cfg = load_run_recipe(args.config, args.overrides)
-    result = train(cfg, resume=args.resume)
+    overrides = [*args.overrides, *(["--output.dir", str(args.output)] if args.output else [])]
+    cfg = load_run_recipe(args.config, overrides)
+    result = train(cfg, resume=args.resume, device=args.device)
     print(
         f"done: {result.steps} steps, {result.tokens:,} tokens, validation loss {result.val_loss:.4f}; "
         f"report in {result.output / 'report.md'}"

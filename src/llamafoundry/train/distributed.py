@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from llamafoundry.errors import UserError
+
 
 def rank() -> int:
     """This process's rank in the job (0 without a process group)."""
@@ -61,17 +63,29 @@ class Runtime:
         return value
 
 
-def init_runtime(timeout_s: float = 600.0) -> Runtime:
-    """Join the torchrun job if there is one (NCCL on CUDA, gloo on CPU) and pick this rank's device.
+def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
+    """This rank's device: `name` ('cpu', 'cuda', 'cuda:1', ...; default: CUDA if available, else the
+    CPU), with one GPU per local rank under torchrun unless `name` gives an index."""
+    try:
+        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name} asks for CUDA, but no GPU is visible; use --device cpu")
+        device = torch.device("cuda", local_rank if device.index is None else device.index)
+        torch.cuda.set_device(device)
+    return device
+
+
+def init_runtime(timeout_s: float = 600.0, device: str | None = None) -> Runtime:
+    """Join the torchrun job if there is one (NCCL on CUDA, gloo on CPU) and pick this rank's device
+    (see `pick_device`).
 
     Under torchrun a process group exists even for one rank, so FSDP2 runs on a single GPU too.
     """
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
+    device = pick_device(device, local_rank)
     if "TORCHELASTIC_RUN_ID" in os.environ and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(

@@ -416,10 +416,12 @@ def train(
     *,
     init_state: dict[str, torch.Tensor] | None = None,
     on_validate: Sequence[ValidateHook] = (),
+    device: str | None = None,
 ) -> TrainResult:
     """Train as `recipe` says, on one process or under torchrun; with `resume`, continue from the newest
-    complete checkpoint in output.dir. `init_state` and `on_validate` are the Trainer's hooks."""
-    runtime = init_runtime()
+    complete checkpoint in output.dir. `init_state` and `on_validate` are the Trainer's hooks; `device`
+    as `pick_device` reads it (default: CUDA if available, else the CPU)."""
+    runtime = init_runtime(device=device)
     try:
         trainer = Trainer(
             recipe, runtime=runtime, resume=resume, init_state=init_state, on_validate=on_validate
