@@ -4,12 +4,8 @@ Sec. 3: multiple-choice tasks compare likelihoods of completions, free-form task
 both: `loglikelihood([(context, continuation)]) -> [(logprob, is_greedy)]` and
 `generate([(context, GenParams)]) -> [text]`.
 
-`LlamaFoundryLM` scores quickly: requests are tokenised as lm-evaluation-harness does (so numbers agree
-with it), grouped by context, and every group is *packed*: the context once, then each continuation
-after it, with an attention mask that lets each continuation see the context and itself only, and rotary
-positions that, for every continuation, go on from the end of the context. HellaSwag's four endings thus cost one context, not four.
-Logits are computed only where a continuation token is predicted, so the vocabulary projection (the
-largest matrix of a small model) runs on a few rows instead of every position.
+`LlamaFoundryLM` tokenises requests as lm-evaluation-harness does (so numbers agree with it) and scores
+them packed (`packing.py`: a shared context once, logits only where needed).
 """
 
 from __future__ import annotations
@@ -23,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from llamafoundry.errors import UserError
+from llamafoundry.eval.packing import loglikelihood_tokens
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
 
@@ -86,49 +83,6 @@ def generation_batches(requests: Sequence[tuple[str, GenParams]], lengths: Seque
         indices.sort(key=lambda i: -lengths[i])
         for start in range(0, len(indices), size):
             yield params, indices[start : start + size]
-
-
-@dataclass
-class _Pack:
-    """One row of a batch: a context followed by continuations that each see only the context and themselves."""
-
-    tokens: list[int]
-    positions: list[int]
-    segments: list[int]  # 0: context, k: k-th continuation
-    targets: list[tuple[int, list[int], list[int]]]  # (request index, predicting row indices, target tokens)
-
-
-def _pack_group(ctx: list[int], conts: list[tuple[int, list[int]]], max_len: int) -> list[_Pack]:
-    """Pack continuations after their shared context, as many per row as `max_len` allows.
-
-    The last token of a continuation is never fed (nothing predicts from it). A context plus one
-    continuation longer than `max_len + 1` tokens is cut from the left, as lm-evaluation-harness does.
-    """
-    packs: list[_Pack] = []
-    current: _Pack | None = None
-    for index, cont in conts:
-        if len(cont) > max_len:
-            raise UserError(
-                f"a continuation of {len(cont)} tokens does not fit the model's {max_len}-token context"
-            )
-        if len(ctx) + len(cont) > max_len + 1:
-            whole = (ctx + cont)[-(max_len + 1) :]
-            fed = whole[:-1]
-            first = len(fed) - len(cont) + 1
-            rows = list(range(first - 1, len(fed)))
-            packs.append(_Pack(fed, list(range(len(fed))), [0] * len(fed), [(index, rows, cont)]))
-            continue
-        if current is None or len(current.tokens) + len(cont) - 1 > max_len:
-            current = _Pack(list(ctx), list(range(len(ctx))), [0] * len(ctx), [])
-            packs.append(current)
-        segment = len(current.targets) + 1
-        start = len(current.tokens)
-        fed = cont[:-1]
-        current.tokens += fed
-        current.positions += range(len(ctx), len(ctx) + len(fed))
-        current.segments += [segment] * len(fed)
-        current.targets.append((index, [len(ctx) - 1, *range(start, start + len(fed))], cont))
-    return packs
 
 
 class TokenLM(LM):
@@ -204,69 +158,23 @@ class LlamaFoundryLM(TokenLM):
         return self.model.tok_embeddings.weight.device
 
     # ---- likelihoods -------------------------------------------------------------------------------
-    @torch.inference_mode()
     def loglikelihood(
         self, requests: Sequence[tuple[str, str]], desc: str | None = None
     ) -> list[tuple[float, bool]]:
         return self.loglikelihood_tokens(self.encode_pairs(requests), desc)
 
-    @torch.inference_mode()
     def loglikelihood_tokens(
         self, requests: Sequence[tuple[list[int], list[int]]], desc: str | None = None
     ) -> list[tuple[float, bool]]:
-        """`loglikelihood` of (context tokens, continuation tokens) pairs."""
-        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
-        for index, (ctx, cont) in enumerate(requests):
-            groups.setdefault(tuple(ctx), []).append((index, cont))
-        packs = [p for ctx, conts in groups.items() for p in _pack_group(list(ctx), conts, self.max_len)]
-        packs.sort(key=lambda p: -len(p.tokens))
-        results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+        """`loglikelihood` of (context tokens, continuation tokens) pairs, packed (see packing.py)."""
         with progress(len(requests), desc) as bar:
-            for batch in self._batches(packs):
-                for index, value in self._score(batch):
-                    results[index] = value
-                bar.update(sum(len(p.targets) for p in batch))
-        return results
-
-    def _batches(self, packs: list[_Pack]):
-        batch: list[_Pack] = []
-        for pack in packs:  # longest first, so the first row sets the padded length
-            width = len(batch[0].tokens) if batch else len(pack.tokens)
-            if batch and ((len(batch) + 1) * width > self.batch_tokens or len(batch) >= self.max_batch):
-                yield batch
-                batch = []
-            batch.append(pack)
-        if batch:
-            yield batch
-
-    def _score(self, batch: list[_Pack]) -> list[tuple[int, tuple[float, bool]]]:
-        width = max(len(p.tokens) for p in batch)
-        tokens = torch.zeros(len(batch), width, dtype=torch.long)
-        positions = torch.zeros(len(batch), width, dtype=torch.long)
-        segments = torch.full((len(batch), width), -1, dtype=torch.long)
-        for row, pack in enumerate(batch):
-            n = len(pack.tokens)
-            tokens[row, :n] = torch.tensor(pack.tokens)
-            positions[row, :n] = torch.tensor(pack.positions)
-            segments[row, :n] = torch.tensor(pack.segments)
-        mask = _pack_mask(segments).to(self.device)
-        hidden = self.model.hidden(tokens.to(self.device), positions=positions.to(self.device), mask=mask)
-        rows, cols, targets, owners = [], [], [], []
-        for row, pack in enumerate(batch):
-            for index, predictors, cont in pack.targets:
-                rows += [row] * len(predictors)
-                cols += predictors
-                targets += cont
-                owners += [index] * len(cont)
-        # The continuations of one context share their first predicting row: project each row once.
-        flat = torch.tensor(rows) * hidden.shape[1] + torch.tensor(cols)
-        unique, inverse = torch.unique(flat, return_inverse=True)
-        unique = unique.to(self.device)
-        picked = hidden[unique // hidden.shape[1], unique % hidden.shape[1]]
-        logprobs, greedy = _token_scores(
-            self.model.output, picked, inverse.to(self.device), torch.tensor(targets, device=self.device)
-        )
-        return _sum_by_owner(owners, logprobs, greedy)
+            return loglikelihood_tokens(
+                self.model,
+                requests,
+                batch_tokens=self.batch_tokens,
+                max_batch=self.max_batch,
+                progress=bar.update,
+            )
 
     # ---- generation --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -329,52 +237,6 @@ class LlamaFoundryLM(TokenLM):
         finally:
             self.model.clear_cache()
         return texts
-
-
-def _pack_mask(segments: torch.Tensor) -> torch.Tensor:
-    """[B, 1, T, T] boolean: a query sees earlier keys of the context (segment 0) and of its own segment;
-    padding (segment -1) sees only itself, so no softmax row is empty."""
-    width = segments.shape[1]
-    idx = torch.arange(width)
-    causal = idx[None, :] <= idx[:, None]
-    seg_q, seg_k = segments[:, :, None], segments[:, None, :]
-    visible = causal & (seg_k >= 0) & ((seg_k == 0) | (seg_k == seg_q))
-    visible |= torch.eye(width, dtype=torch.bool)
-    return visible[:, None]
-
-
-def _token_scores(
-    output: torch.nn.Module,
-    hidden: torch.Tensor,
-    rows: torch.Tensor,
-    targets: torch.Tensor,
-    chunk: int = 2048,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability of each target token, predicted from `hidden[rows]`, and whether it is the argmax.
-
-    The vocabulary projection runs on `chunk` distinct rows at a time, in float32.
-    """
-    logprobs = torch.empty(len(targets), device=hidden.device)
-    greedy = torch.empty(len(targets), dtype=torch.bool, device=hidden.device)
-    for start in range(0, hidden.shape[0], chunk):
-        logits = output(hidden[start : start + chunk]).float()
-        norm, best = logits.logsumexp(-1), logits.argmax(-1)
-        mine = ((rows >= start) & (rows < start + chunk)).nonzero()[:, 0]
-        local, t = rows[mine] - start, targets[mine]
-        logprobs[mine] = logits[local, t] - norm[local]
-        greedy[mine] = best[local] == t
-    return logprobs.cpu(), greedy.cpu()
-
-
-def _sum_by_owner(
-    owners: list[int], logprobs: torch.Tensor, greedy: torch.Tensor
-) -> list[tuple[int, tuple[float, bool]]]:
-    out: dict[int, list] = {}
-    for owner, lp, g in zip(owners, logprobs.tolist(), greedy.tolist(), strict=True):
-        total = out.setdefault(owner, [0.0, True])
-        total[0] += lp
-        total[1] = total[1] and g
-    return [(owner, (lp, g)) for owner, (lp, g) in out.items()]
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
