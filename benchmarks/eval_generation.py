@@ -61,19 +61,23 @@ def main() -> None:
     parser.add_argument("--gsm8k-limit", type=int, default=32, help="GSM8k test problems")
     parser.add_argument("--gsm8k-tokens", type=int, default=128, help="new tokens per GSM8k solution")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--compile", choices=("on", "off"), help="LlamaFoundryLM's compile option (default: its default)"
+    )
     parser.add_argument("--save", type=Path, help="write the completions to this JSON file")
     parser.add_argument("--compare", type=Path, help="count completions that differ from this saved run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    lm, cfg = build_lm(512, 8, 8)
+    lm, cfg = build_lm(512, 8, 8, **({"compile": args.compile == "on"} if args.compile else {}))
     runs = {
         "naturalquestions": RunConfig(limit=args.nq_limit),
         "gsm8k": RunConfig(limit=args.gsm8k_limit, samples=0, max_new_tokens=args.gsm8k_tokens),
     }
     print(
         f"model: dim {cfg.dim}, {cfg.n_layers} layers, vocab {cfg.vocab_size}, float32, "
-        f"{torch.get_num_threads()} threads; load average before: {os.getloadavg()[0]:.2f}"
+        f"{torch.get_num_threads()} threads, compile {args.compile or 'default'}; "
+        f"load average before: {os.getloadavg()[0]:.2f}"
     )
     outputs: dict[str, list[str]] = {}
     print(f"{'task':<18} {'examples':>8} {'wall s':>8} {'examples/s':>11} {'CPU s':>8}")
