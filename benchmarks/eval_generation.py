@@ -5,11 +5,13 @@ One randomly initialised LLaMA-shaped model (dim 512, 8 layers, 8 heads, Meta's 
 benchmark files of shared/data, whose layout is already the one the tasks read
 (natural_questions/NQ-open.dev.jsonl, gsm8k/test.jsonl; GSM8k draws its shots from the test split when
 no train.jsonl is there). Building the model is not timed; reading the data, building prompts and
-generating are. GSM8k runs greedy only (`samples=0`) with `--gsm8k-tokens` new tokens, so its 8-shot
-prompts are cut from the left to fit the 512-token context, as the harness does. `--save` writes every
-completion; `--compare` counts the completions that differ from a saved run (greedy output is
-deterministic, so a change of engine should change none). Other processes on the machine distort the
-numbers (CPU seconds less than wall time): run it on an idle machine (it prints the load average).
+generating are. GSM8k runs greedy only (`samples=0`; `--gsm8k-samples k` adds maj1@k's k samples per
+problem, whose text is not compared: each sample's seed is the harness's choice) with `--gsm8k-tokens`
+new tokens, so its 8-shot prompts are cut from the left to fit the 512-token context, as the harness
+does. `--save` writes every greedy completion; `--compare` counts those that differ from a saved run
+(greedy output is deterministic, so a change of engine should change none). Other processes on the
+machine distort the numbers (CPU seconds less than wall time): run it on an idle machine (it prints the
+load average).
 
     python benchmarks/eval_generation.py --save before.json
     python benchmarks/eval_generation.py --compare before.json
@@ -60,6 +62,9 @@ def main() -> None:
     parser.add_argument("--nq-limit", type=int, default=256, help="NQ-open dev questions")
     parser.add_argument("--gsm8k-limit", type=int, default=32, help="GSM8k test problems")
     parser.add_argument("--gsm8k-tokens", type=int, default=128, help="new tokens per GSM8k solution")
+    parser.add_argument(
+        "--gsm8k-samples", type=int, default=0, help="maj1@k samples per GSM8k problem (0: greedy only)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--compile", choices=("on", "off"), help="LlamaFoundryLM's compile option (default: its default)"
@@ -72,7 +77,9 @@ def main() -> None:
     lm, cfg = build_lm(512, 8, 8, **({"compile": args.compile == "on"} if args.compile else {}))
     runs = {
         "naturalquestions": RunConfig(limit=args.nq_limit),
-        "gsm8k": RunConfig(limit=args.gsm8k_limit, samples=0, max_new_tokens=args.gsm8k_tokens),
+        "gsm8k": RunConfig(
+            limit=args.gsm8k_limit, samples=args.gsm8k_samples, max_new_tokens=args.gsm8k_tokens
+        ),
     }
     print(
         f"model: dim {cfg.dim}, {cfg.n_layers} layers, vocab {cfg.vocab_size}, float32, "
