@@ -229,7 +229,9 @@ class Generator:
         """One decode step. Within a loop every step passes the same tensors, so once one step has passed
         torch.compile's guards (hundreds of checks, a sizeable part of a small model's step) the rest skip
         them."""
-        if not (self.compiled and checked):
+        if not self.compiled:  # eager: no need to import dynamo (a second's start-up) for its settings
+            return self._step(current, pos, pad)
+        if not checked:
             # Compilations happen in these calls. Each batch size of each generator is a graph of its
             # own (static shapes), more than dynamo's default of 8 per function in a busy server; and
             # inductor reads `freezing` from its global config.
