@@ -102,12 +102,13 @@ class LlamaFoundryLM(TokenLM):
     """Our `Transformer` with its SentencePiece tokenizer: packed scoring, and generation by `Generator`.
 
     `batch_tokens` and `max_batch` bound a scoring batch (padded tokens, rows); `max_batch` also bounds a
-    generation batch. `compile` compiles the decode step (see `Generator`). It is off by default because
-    eager decoding measured faster on the project's 2-core CPU (benchmarks/eval_generation.py, bench-small
-    model): NQ 256 questions took 12 s eager and 17 s compiled even with its graph already compiled,
-    GSM8k 32 problems 15 s either way, and each new (cache span, batch size) costs a compilation of
-    5-30 s on top. Compiled graphs are kept per (cache span, batch size), at most
-    `inference.generate.RECOMPILE_LIMIT` of them.
+    generation batch. `compile` compiles the decode step (see `Generator`); graphs are kept per (cache
+    span, batch size), at most `inference.generate.RECOMPILE_LIMIT`. It is off by default because eager
+    runs measured faster on the project's 2-core CPU (benchmarks/eval_generation.py, bench-small model):
+    once compiled, a batch-64 step was ~20% faster (NQ, 256 questions: 10 s against 12 s; GSM8k, 32
+    problems at batch 32: 15 s either way), but each new (span, batch size) costs a compilation of ~4 s
+    with inductor's on-disk cache warm and ~30 s cold, more than a few hundred steps save. Long sampled
+    runs (maj1@k, pass@k: thousands of steps per graph) are where compiling pays.
     """
 
     def __init__(
