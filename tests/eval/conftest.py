@@ -10,7 +10,9 @@ import torch
 
 from llamafoundry.checkpoint import export
 from llamafoundry.config import ModelConfig
-from llamafoundry.eval.lm import LM, GenParams, cut_at_stop
+from llamafoundry.eval.lm import LM
+from llamafoundry.inference.detokenize import find_stop
+from llamafoundry.inference.sampling import SamplingParams
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
 
@@ -24,11 +26,11 @@ class ScriptedLM(LM):
     def __init__(
         self,
         score: Callable[[str, str], float] | None = None,
-        reply: Callable[[str, GenParams], str] | None = None,
+        reply: Callable[[str, SamplingParams], str] | None = None,
     ) -> None:
         self.score, self.reply = score, reply
         self.ll_requests: list[tuple[str, str]] = []
-        self.gen_requests: list[tuple[str, GenParams]] = []
+        self.gen_requests: list[tuple[str, SamplingParams]] = []
 
     def loglikelihood(
         self, requests: Sequence[tuple[str, str]], desc: str | None = None
@@ -36,9 +38,10 @@ class ScriptedLM(LM):
         self.ll_requests += requests
         return [(self.score(c, x), False) for c, x in requests]
 
-    def generate(self, requests: Sequence[tuple[str, GenParams]], desc: str | None = None) -> list[str]:
+    def generate(self, requests: Sequence[tuple[str, SamplingParams]], desc: str | None = None) -> list[str]:
         self.gen_requests += requests
-        return [cut_at_stop(self.reply(c, p), p.stop)[0] for c, p in requests]
+        texts = [self.reply(c, p) for c, p in requests]
+        return [text[: find_stop(text, p.stop)] for text, (_, p) in zip(texts, requests, strict=True)]
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
-from llamafoundry.eval.lm import GenParams
 from llamafoundry.eval.lm_eval_adapter import LlamaFoundryHarnessLM
+from llamafoundry.inference.sampling import SamplingParams
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,9 @@ def test_generate_until_honours_until_and_length(harness_lm):
     ]
     got = harness_lm.generate_until([instance("generate_until", r) for r in requests], disable_tqdm=True)
     want = harness_lm.lm.generate(
-        [("Once upon a time", GenParams(9, 0.0, ("\n\n",))), ("The", GenParams(16, 0.0, ("e",)))]
+        [
+            ("Once upon a time", SamplingParams(9, stop=("\n\n",))),
+            ("The", SamplingParams(16, stop=("e",))),
+        ]
     )
     assert got == want and "e" not in got[1]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from llamafoundry.eval.hf_lm import HFCausalLM
-from llamafoundry.eval.lm import GenParams, LlamaFoundryLM
+from llamafoundry.eval.lm import LlamaFoundryLM
+from llamafoundry.inference.sampling import SamplingParams
 
 
 def plain_scores(model, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
@@ -85,21 +86,26 @@ def test_greedy_generation_equals_step_by_step_argmax(tiny_model, llama_tokenize
     """Left-padded batched decoding with the KV cache gives each prompt's own greedy continuation."""
     lm = LlamaFoundryLM(tiny_model, llama_tokenizer)
     prompts = ["Once upon a time", "The", "def add(a, b):\n    return a + b\n\n\ndef"]
-    params = GenParams(max_new_tokens=12)
+    params = SamplingParams(max_new_tokens=12)
     got = lm.generate([(p, params) for p in prompts])
     for prompt, text in zip(prompts, got, strict=True):
         ids = llama_tokenizer.encode(prompt)
         whole = llama_tokenizer.decode(ids + plain_greedy(tiny_model, ids, 12))
         assert whole == llama_tokenizer.decode(ids) + text  # the text is exactly what follows the prompt
+    # Generating left the model as it was: scoring still equals plain forward passes.
+    pairs = [("Once upon a time", " there"), ("The", " end")]
+    assert [lp for lp, _ in lm.loglikelihood(pairs)] == pytest.approx(
+        [lp for lp, _ in plain_scores(tiny_model, lm.encode_pairs(pairs))], abs=2e-4
+    )
 
 
 def test_generation_stops_at_stop_strings_and_is_seeded(tiny_model, llama_tokenizer):
     lm = LlamaFoundryLM(tiny_model, llama_tokenizer)
-    free = lm.generate([("The", GenParams(max_new_tokens=16))])[0]
+    free = lm.generate([("The", SamplingParams(max_new_tokens=16))])[0]
     stop = free.strip()[3:5]
-    cut = lm.generate([("The", GenParams(max_new_tokens=16, stop=(stop,)))])[0]
+    cut = lm.generate([("The", SamplingParams(max_new_tokens=16, stop=(stop,)))])[0]
     assert stop not in cut and free.startswith(cut) and len(cut) < len(free)
-    sampled = [("The", GenParams(max_new_tokens=8, temperature=1.0, seed=s)) for s in (1, 2)]
+    sampled = [("The", SamplingParams(max_new_tokens=8, temperature=1.0, seed=s)) for s in (1, 2)]
     first = lm.generate(sampled)
     assert lm.generate(sampled) == first and first[0] != first[1]
 
@@ -112,5 +118,20 @@ def test_hf_adapter_scores_and_generates_like_ours(model_folders, hellaswag_requ
     assert len(same_tokens) >= len(hellaswag_requests) - 4
     got, want = hf.loglikelihood(same_tokens), ours.loglikelihood(same_tokens)
     assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in want], abs=2e-4)
-    prompts = [("Once upon a time", GenParams(max_new_tokens=10)), ("The cat", GenParams(max_new_tokens=10))]
+    prompts = [
+        ("Once upon a time", SamplingParams(max_new_tokens=10)),
+        ("The cat", SamplingParams(max_new_tokens=10)),
+    ]
     assert hf.generate(prompts) == ours.generate(prompts)
+
+
+def test_long_prompts_keep_their_end_for_generation(tiny_model, llama_tokenizer):
+    """A few-shot prompt longer than the context leaves room for keeps its last tokens, as lm-eval does."""
+    lm = LlamaFoundryLM(tiny_model, llama_tokenizer)
+    prompt = " ".join(f"word{i}" for i in range(400))  # > 512 tokens
+    ids = llama_tokenizer.encode(prompt)
+    assert len(ids) > tiny_model.cfg.max_seq_len
+    kept = ids[-(tiny_model.cfg.max_seq_len - 8) :]
+    (text,) = lm.generate([(prompt, SamplingParams(max_new_tokens=8))])
+    whole = llama_tokenizer.decode(kept + plain_greedy(tiny_model, kept, 8))
+    assert whole == llama_tokenizer.decode(kept) + text

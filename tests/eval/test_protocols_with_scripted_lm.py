@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from llamafoundry.eval.lm import GenParams
 from llamafoundry.eval.tasks import TASKS
 from llamafoundry.eval.tasks.base import RunConfig, sample_shots
 from llamafoundry.eval.tasks.closed_book_qa import exact_match
 from llamafoundry.eval.tasks.code import pass_at_k
 from llamafoundry.eval.tasks.math import GSM8k, majority, normalize_math
 from llamafoundry.eval.tasks.multiple_choice import ANSWER_CONTEXT, MultipleChoiceTask
+from llamafoundry.inference.sampling import SamplingParams
 
 
 class ThreeChoices(MultipleChoiceTask):
@@ -165,7 +165,7 @@ def test_gsm8k_greedy_and_maj1_at_k_vote_correctly(shared_data: Path, scripted):
         docs[1]["question"]: ["#### 3", "#### 4", "4 cats", "#### 3.0"],
     }
 
-    def reply(context: str, params: GenParams) -> str:
+    def reply(context: str, params: SamplingParams) -> str:
         question = context.rsplit("Question: ", 1)[1].removesuffix("\nAnswer:")
         if params.temperature == 0:
             return "They sell 16 - 3 - 4 = 9 eggs.\n#### 18" if question == docs[0]["question"] else "#### 2"

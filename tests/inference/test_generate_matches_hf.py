@@ -159,3 +159,30 @@ def test_generation_stops_at_the_end_of_the_context(stories):
     out = generator.generate([PROMPTS[2]], SamplingParams(max_new_tokens=100, ignore_eos=True))[0]
     assert len(PROMPTS[2]) + len(out.tokens) == 21  # the last token needs no cache slot
     assert out.finish_reason == "length"
+
+
+def test_compiled_generator_leaves_the_callers_model_as_it_was(stories):
+    """The decode kernels and the KV cache go on the generator's own module tree; the caller's model keeps
+    its classes and mode and trains as an untouched twin does, and the generator holds no second copy of
+    the weights."""
+    twin = copy.deepcopy(stories)
+    stories.train()
+    classes = [type(m) for m in stories.modules()]
+    generator = Generator(stories, compile=True)
+    params = SamplingParams(max_new_tokens=6, ignore_eos=True)
+    generator.generate(PROMPTS[:2], params)
+    assert [type(m) for m in stories.modules()] == classes and stories.training
+    assert all(layer.attention.cache is None for layer in stories.layers)
+    ours = dict(stories.named_parameters())
+    shared = {name: p.data_ptr() == ours[name].data_ptr() for name, p in generator.model.named_parameters()}
+    assert shared and all(shared.values())
+    tokens = torch.tensor([PROMPTS[2]])
+    for model in (stories, twin.train()):
+        model(tokens[:, :-1]).log_softmax(-1).gather(-1, tokens[:, 1:, None]).sum().backward()
+    for (name, p), q in zip(stories.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=name)
+    with torch.no_grad():
+        for p in stories.parameters():
+            p.sub_(p.grad)  # a training step in place: the generator decodes with the new weights
+    after = [c.tokens for c in generator.generate(PROMPTS[:2], params)]
+    assert after == [c.tokens for c in Generator(stories).generate(PROMPTS[:2], params)]

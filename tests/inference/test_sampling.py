@@ -164,3 +164,15 @@ def test_bad_prompts_are_user_errors(stories):
         generator.generate([[1, 600]])
     with pytest.raises(UserError, match="empty"):
         generator.generate([[]])
+
+
+def test_sampling_without_a_cut_skips_the_sort_and_draws_the_same_tokens():
+    torch.manual_seed(0)
+    params = [SamplingParams(temperature=t, seed=i) for i, t in enumerate([0.6, 0.8, 1.0, 1.5])]
+    skipping = Sampler(params, [[1]] * 4, 2000, torch.device("cpu"))
+    cutting = Sampler(params, [[1]] * 4, 2000, torch.device("cpu"))
+    assert not skipping.truncates
+    cutting.truncates = True  # top_k = vocabulary, top_p = 1: the cut keeps everything
+    for step in range(100):
+        logits = torch.randn(4, 2000) * (1 + step % 5)
+        assert torch.equal(skipping(logits), cutting(logits))

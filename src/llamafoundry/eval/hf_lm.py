@@ -13,14 +13,9 @@ from collections.abc import Sequence
 import torch
 
 from llamafoundry.errors import UserError
-from llamafoundry.eval.lm import (
-    GenParams,
-    TokenLM,
-    cut_at_stop,
-    decode_continuation,
-    generation_batches,
-    progress,
-)
+from llamafoundry.eval.lm import TokenLM, generation_batches, progress
+from llamafoundry.inference.detokenize import IncrementalDecoder
+from llamafoundry.inference.sampling import SamplingParams
 
 
 class HFCausalLM(TokenLM):
@@ -109,7 +104,7 @@ class HFCausalLM(TokenLM):
         return out
 
     @torch.inference_mode()
-    def generate(self, requests: Sequence[tuple[str, GenParams]], desc: str | None = None) -> list[str]:
+    def generate(self, requests: Sequence[tuple[str, SamplingParams]], desc: str | None = None) -> list[str]:
         prompts = self._encode([c for c, _ in requests], True)
         pad_id = self.tokenizer.pad_token_id
         pad_id = pad_id if pad_id is not None else self.tokenizer.eos_token_id
@@ -122,20 +117,39 @@ class HFCausalLM(TokenLM):
                 for row, i in enumerate(chunk):
                     ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
                     attention[row, width - len(prompts[i]) :] = 1
-                torch.manual_seed(params.seed)
-                sampled = params.temperature > 0
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                sampled = not params.greedy
                 new = self.model.generate(
                     input_ids=ids.to(self.device),
                     attention_mask=attention.to(self.device),
                     max_new_tokens=params.max_new_tokens,
                     do_sample=sampled,
                     pad_token_id=pad_id,
-                    **({"temperature": params.temperature, "top_p": 1.0, "top_k": 0} if sampled else {}),
+                    **(
+                        {"temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k}
+                        if sampled
+                        else {}
+                    ),
                 )[:, width:]
-                decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
                 for row, i in enumerate(chunk):
-                    out[i] = cut_at_stop(
-                        decode_continuation(decode, prompts[i][-1], new[row].tolist()), params.stop
-                    )[0]
+                    out[i] = self._text(prompts[i], new[row].tolist(), params.stop)
                 bar.update(len(chunk))
         return out
+
+    def _text(self, prompt: list[int], generated: list[int], stop: Sequence[str]) -> str:
+        """What our generator would return for these tokens: the same decoding and stop-string cut."""
+        decoder = IncrementalDecoder(_SkipSpecial(self.tokenizer), prompt, stop)
+        decoder.extend(generated)
+        decoder.flush()
+        return decoder.text
+
+
+class _SkipSpecial:
+    """A transformers tokenizer whose decode drops special tokens (EOS and the padding after it)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -2,43 +2,35 @@
 
 Sec. 3: multiple-choice tasks compare likelihoods of completions, free-form tasks generate. An `LM` offers
 both: `loglikelihood([(context, continuation)]) -> [(logprob, is_greedy)]` and
-`generate([(context, GenParams)]) -> [text]`.
+`generate([(context, SamplingParams)]) -> [text]`.
 
-`LlamaFoundryLM` scores quickly: requests are tokenised as lm-evaluation-harness does (so numbers agree
-with it), grouped by context, and every group is *packed*: the context once, then each continuation
-after it, with an attention mask that lets each continuation see the context and itself only, and rotary
-positions that, for every continuation, go on from the end of the context. HellaSwag's four endings thus cost one context, not four.
-Logits are computed only where a continuation token is predicted, so the vocabulary projection (the
-largest matrix of a small model) runs on a few rows instead of every position.
+`LlamaFoundryLM` tokenises requests as lm-evaluation-harness does (so numbers agree with it), scores them
+packed (`packing.py`: a shared context once, logits only where needed) and generates with the inference
+`Generator` (static KV cache, optional compiled decode step), the one decoding loop of the project.
 """
 
 from __future__ import annotations
 
 import abc
 import os
+import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from llamafoundry.errors import UserError
+from llamafoundry.eval.packing import loglikelihood_tokens
+from llamafoundry.inference.generate import Generator
+from llamafoundry.inference.sampling import SamplingParams
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from llamafoundry.inference.quantize import QuantConfig
 
-
-@dataclass(frozen=True)
-class GenParams:
-    """How to continue a prompt: greedy when temperature is 0, else sampled; cut at the first stop string."""
-
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    stop: tuple[str, ...] = ()
-    seed: int = 0
+MIN_SPAN = 64  # the smallest KV cache (prompt + output positions) a generation batch gets
 
 
 class LM(abc.ABC):
@@ -53,7 +45,7 @@ class LM(abc.ABC):
         """log P(continuation | context) and whether greedy decoding would produce the continuation."""
 
     @abc.abstractmethod
-    def generate(self, requests: Sequence[tuple[str, GenParams]], desc: str | None = None) -> list[str]:
+    def generate(self, requests: Sequence[tuple[str, SamplingParams]], desc: str | None = None) -> list[str]:
         """The continuation of each context, cut before the first stop string."""
 
 
@@ -64,75 +56,19 @@ def split_pair(context: str, continuation: str) -> tuple[str, str]:
     return stripped, context[len(stripped) :] + continuation
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """`text` up to the first stop string, and whether one was found."""
-    cuts = [text.find(s) for s in stop if s]
-    cuts = [c for c in cuts if c >= 0]
-    return (text[: min(cuts)], True) if cuts else (text, False)
-
-
-def decode_continuation(decode, anchor: int, generated: list[int]) -> str:
-    """The text `generated` adds after a prompt ending in token `anchor`. Decoding the new tokens alone
-    would drop the space SentencePiece encodes at the start of the first one (code indentation!)."""
-    return decode([anchor, *generated])[len(decode([anchor])) :]
-
-
 def progress(total: int, desc: str | None) -> tqdm:
     return tqdm(total=total, desc=desc, unit="req", leave=False, disable=desc is None)
 
 
-def generation_batches(requests: Sequence[tuple[str, GenParams]], lengths: Sequence[int], size: int):
+def generation_batches(requests: Sequence[tuple[str, SamplingParams]], lengths: Sequence[int], size: int):
     """(params, request indices) batches: same parameters, similar prompt lengths (longest first)."""
-    by_params: dict[GenParams, list[int]] = {}
+    by_params: dict[SamplingParams, list[int]] = {}
     for i, (_, params) in enumerate(requests):
         by_params.setdefault(params, []).append(i)
     for params, indices in by_params.items():
         indices.sort(key=lambda i: -lengths[i])
         for start in range(0, len(indices), size):
             yield params, indices[start : start + size]
-
-
-@dataclass
-class _Pack:
-    """One row of a batch: a context followed by continuations that each see only the context and themselves."""
-
-    tokens: list[int]
-    positions: list[int]
-    segments: list[int]  # 0: context, k: k-th continuation
-    targets: list[tuple[int, list[int], list[int]]]  # (request index, predicting row indices, target tokens)
-
-
-def _pack_group(ctx: list[int], conts: list[tuple[int, list[int]]], max_len: int) -> list[_Pack]:
-    """Pack continuations after their shared context, as many per row as `max_len` allows.
-
-    The last token of a continuation is never fed (nothing predicts from it). A context plus one
-    continuation longer than `max_len + 1` tokens is cut from the left, as lm-evaluation-harness does.
-    """
-    packs: list[_Pack] = []
-    current: _Pack | None = None
-    for index, cont in conts:
-        if len(cont) > max_len:
-            raise UserError(
-                f"a continuation of {len(cont)} tokens does not fit the model's {max_len}-token context"
-            )
-        if len(ctx) + len(cont) > max_len + 1:
-            whole = (ctx + cont)[-(max_len + 1) :]
-            fed = whole[:-1]
-            first = len(fed) - len(cont) + 1
-            rows = list(range(first - 1, len(fed)))
-            packs.append(_Pack(fed, list(range(len(fed))), [0] * len(fed), [(index, rows, cont)]))
-            continue
-        if current is None or len(current.tokens) + len(cont) - 1 > max_len:
-            current = _Pack(list(ctx), list(range(len(ctx))), [0] * len(ctx), [])
-            packs.append(current)
-        segment = len(current.targets) + 1
-        start = len(current.tokens)
-        fed = cont[:-1]
-        current.tokens += fed
-        current.positions += range(len(ctx), len(ctx) + len(fed))
-        current.segments += [segment] * len(fed)
-        current.targets.append((index, [len(ctx) - 1, *range(start, start + len(fed))], cont))
-    return packs
 
 
 class TokenLM(LM):
@@ -167,7 +103,17 @@ class TokenLM(LM):
 
 
 class LlamaFoundryLM(TokenLM):
-    """Our `Transformer` with its SentencePiece tokenizer, packed scoring and a KV-cache decoding loop."""
+    """Our `Transformer` with its SentencePiece tokenizer: packed scoring, and generation by `Generator`.
+
+    `batch_tokens` and `max_batch` bound a scoring batch (padded tokens, rows); `max_batch` also bounds a
+    generation batch. `compile` compiles the decode step (see `Generator`); graphs are kept per (cache
+    span, batch size), at most `inference.generate.RECOMPILE_LIMIT`. It is off by default because eager
+    runs measured faster on the project's 2-core CPU (benchmarks/eval_generation.py, bench-small model):
+    once compiled, a batch-64 step was ~20% faster (NQ, 256 questions: 10 s against 12 s; GSM8k, 32
+    problems at batch 32: 15 s either way), but each new (span, batch size) costs a compilation of ~4 s
+    with inductor's on-disk cache warm and ~30 s cold, more than a few hundred steps save. Long sampled
+    runs (maj1@k, pass@k: thousands of steps per graph) are where compiling pays.
+    """
 
     def __init__(
         self,
@@ -176,12 +122,14 @@ class LlamaFoundryLM(TokenLM):
         *,
         batch_tokens: int = 8192,
         max_batch: int = 64,
+        compile: bool = False,
         name: str = "llamafoundry",
     ) -> None:
         super().__init__(tokenizer.encode_batch, tokenizer.bos_id)
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
         self.max_len = model.cfg.max_seq_len
-        self.batch_tokens, self.max_batch = batch_tokens, max_batch
+        self.batch_tokens, self.max_batch, self.compile = batch_tokens, max_batch, compile
+        self._generators: dict[int, Generator] = {}  # per KV-cache span (see _generator)
 
     @classmethod
     def from_path(
@@ -208,181 +156,80 @@ class LlamaFoundryLM(TokenLM):
         return self.model.tok_embeddings.weight.device
 
     # ---- likelihoods -------------------------------------------------------------------------------
-    @torch.inference_mode()
     def loglikelihood(
         self, requests: Sequence[tuple[str, str]], desc: str | None = None
     ) -> list[tuple[float, bool]]:
         return self.loglikelihood_tokens(self.encode_pairs(requests), desc)
 
-    @torch.inference_mode()
     def loglikelihood_tokens(
         self, requests: Sequence[tuple[list[int], list[int]]], desc: str | None = None
     ) -> list[tuple[float, bool]]:
-        """`loglikelihood` of (context tokens, continuation tokens) pairs."""
-        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
-        for index, (ctx, cont) in enumerate(requests):
-            groups.setdefault(tuple(ctx), []).append((index, cont))
-        packs = [p for ctx, conts in groups.items() for p in _pack_group(list(ctx), conts, self.max_len)]
-        packs.sort(key=lambda p: -len(p.tokens))
-        results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+        """`loglikelihood` of (context tokens, continuation tokens) pairs, packed (see packing.py)."""
         with progress(len(requests), desc) as bar:
-            for batch in self._batches(packs):
-                for index, value in self._score(batch):
-                    results[index] = value
-                bar.update(sum(len(p.targets) for p in batch))
-        return results
-
-    def _batches(self, packs: list[_Pack]):
-        batch: list[_Pack] = []
-        for pack in packs:  # longest first, so the first row sets the padded length
-            width = len(batch[0].tokens) if batch else len(pack.tokens)
-            if batch and ((len(batch) + 1) * width > self.batch_tokens or len(batch) >= self.max_batch):
-                yield batch
-                batch = []
-            batch.append(pack)
-        if batch:
-            yield batch
-
-    def _score(self, batch: list[_Pack]) -> list[tuple[int, tuple[float, bool]]]:
-        width = max(len(p.tokens) for p in batch)
-        tokens = torch.zeros(len(batch), width, dtype=torch.long)
-        positions = torch.zeros(len(batch), width, dtype=torch.long)
-        segments = torch.full((len(batch), width), -1, dtype=torch.long)
-        for row, pack in enumerate(batch):
-            n = len(pack.tokens)
-            tokens[row, :n] = torch.tensor(pack.tokens)
-            positions[row, :n] = torch.tensor(pack.positions)
-            segments[row, :n] = torch.tensor(pack.segments)
-        mask = _pack_mask(segments).to(self.device)
-        hidden = self.model.hidden(tokens.to(self.device), positions=positions.to(self.device), mask=mask)
-        rows, cols, targets, owners = [], [], [], []
-        for row, pack in enumerate(batch):
-            for index, predictors, cont in pack.targets:
-                rows += [row] * len(predictors)
-                cols += predictors
-                targets += cont
-                owners += [index] * len(cont)
-        # The continuations of one context share their first predicting row: project each row once.
-        flat = torch.tensor(rows) * hidden.shape[1] + torch.tensor(cols)
-        unique, inverse = torch.unique(flat, return_inverse=True)
-        unique = unique.to(self.device)
-        picked = hidden[unique // hidden.shape[1], unique % hidden.shape[1]]
-        logprobs, greedy = _token_scores(
-            self.model.output, picked, inverse.to(self.device), torch.tensor(targets, device=self.device)
-        )
-        return _sum_by_owner(owners, logprobs, greedy)
+            return loglikelihood_tokens(
+                self.model,
+                requests,
+                batch_tokens=self.batch_tokens,
+                max_batch=self.max_batch,
+                progress=bar.update,
+            )
 
     # ---- generation --------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def generate(self, requests: Sequence[tuple[str, GenParams]], desc: str | None = None) -> list[str]:
-        prompts = self._encode_batch([c for c, _ in requests], True)
+    def generate(self, requests: Sequence[tuple[str, SamplingParams]], desc: str | None = None) -> list[str]:
+        """Each request's continuation, from the inference `Generator`.
+
+        A prompt keeps its last `max_len - max_new_tokens` tokens (at least one), as lm-evaluation-harness
+        cuts long few-shot prompts, and a row generates at most what the context leaves after its
+        prompt. A seeded request samples with a seed of its own, drawn from its seed and its index in
+        `requests`: k equal requests (maj1@k, pass@k) give k different samples, the same ones every run.
+        """
+        prompts = [
+            prompt[-max(1, self.max_len - params.max_new_tokens) :]
+            for prompt, (_, params) in zip(
+                self._encode_batch([c for c, _ in requests], True), requests, strict=True
+            )
+        ]
         out: list[str] = [""] * len(requests)
-        with progress(len(requests), desc) as bar:
-            for params, chunk in generation_batches(requests, [len(p) for p in prompts], self.max_batch):
-                for i, text in zip(
-                    chunk, self._generate_batch([prompts[i] for i in chunk], params), strict=True
-                ):
-                    out[i] = text
-                bar.update(len(chunk))
+        try:
+            with progress(len(requests), desc) as bar:
+                for params, chunk in generation_batches(requests, [len(p) for p in prompts], self.max_batch):
+                    rows = [self._row_params(params, len(prompts[i]), i) for i in chunk]
+                    span = max(len(prompts[i]) + r.max_new_tokens for i, r in zip(chunk, rows, strict=True))
+                    completions = self._generator(span).generate([prompts[i] for i in chunk], rows)
+                    for i, completion in zip(chunk, completions, strict=True):
+                        out[i] = completion.text
+                    bar.update(len(chunk))
+        finally:
+            self._release()  # scoring needs the memory more than the next generation needs a warm cache
         return out
 
-    def _generate_batch(self, prompts: list[list[int]], params: GenParams) -> list[str]:
-        """Left-padded prefill, then one token per step from the KV cache until every row stops."""
-        keep = max(1, self.max_len - params.max_new_tokens)
-        prompts = [p[-keep:] for p in prompts]
-        width = max(len(p) for p in prompts)
-        steps = min(params.max_new_tokens, self.max_len - width)
-        batch = len(prompts)
-        pad = torch.tensor([width - len(p) for p in prompts], device=self.device)
-        tokens = torch.zeros(batch, width, dtype=torch.long, device=self.device)
-        for row, p in enumerate(prompts):
-            tokens[row, width - len(p) :] = torch.tensor(p)
-        cache_len = width + steps
-        self.model.setup_cache(batch, cache_len)
-        keys = torch.arange(cache_len, device=self.device)
-        try:
-            queries = torch.arange(width, device=self.device)
-            mask = (keys[None, None, :] <= queries[None, :, None]) & (
-                keys[None, None, :] >= pad[:, None, None]
+    def _row_params(self, params: SamplingParams, prompt_len: int, index: int) -> SamplingParams:
+        seed = None if params.seed is None else request_seed(params.seed, index)
+        return params.replace(max_new_tokens=min(params.max_new_tokens, self.max_len - prompt_len), seed=seed)
+
+    def _generator(self, span: int) -> Generator:
+        """The generator whose cache spans the bucket of `span` positions (prompt + output); the others
+        free their caches, so one cache at a time takes memory.
+
+        Attention spans the whole static cache, so a cache as long as the context is wasted on short
+        rows: NQ (rows of ~64 positions, benchmarks/eval_generation.py) took 1.4x as long with a
+        512-position cache as with a 64-position one. Buckets are powers of two from MIN_SPAN to the
+        model's context, so a compiled step has a graph per (bucket, batch size), not per prompt length.
+        """
+        bucket = min(self.max_len, max(MIN_SPAN, 1 << (span - 1).bit_length()))
+        self._release(keep=bucket)
+        if bucket not in self._generators:
+            self._generators[bucket] = Generator(
+                self.model, self.tokenizer, max_seq_len=bucket, compile=self.compile
             )
-            mask |= keys[None, None, :] == queries[None, :, None]  # a pad row attends to itself, never NaN
-            positions = (queries[None, :] - pad[:, None]).clamp(min=0)
-            last = self.model.hidden(tokens, 0, positions=positions, mask=mask[:, None])[:, -1]
-            logits = self.model.output(last)  # the vocabulary projection for the last position only
-            generator = torch.Generator(device=self.device).manual_seed(params.seed)
-            generated: list[list[int]] = [[] for _ in range(batch)]
-            texts, done = [""] * batch, [False] * batch
-            for step in range(steps):
-                nxt = _pick(logits.float(), params.temperature, generator)
-                for row, token in enumerate(nxt.tolist()):
-                    if done[row]:
-                        continue
-                    if token == self.tokenizer.eos_id:
-                        done[row] = True
-                        continue
-                    generated[row].append(token)
-                    text = decode_continuation(self.tokenizer.decode, prompts[row][-1], generated[row])
-                    texts[row], done[row] = cut_at_stop(text, params.stop)
-                if all(done) or step == steps - 1:
-                    break
-                at = width + step
-                visible = (keys[None, :] <= at) & (keys[None, :] >= pad[:, None])
-                logits = self.model(
-                    nxt[:, None], at, positions=(at - pad)[:, None], mask=visible[:, None, None, :]
-                )[:, -1]
-        finally:
-            self.model.clear_cache()
-        return texts
+        return self._generators[bucket]
+
+    def _release(self, keep: int | None = None) -> None:
+        for bucket, generator in self._generators.items():
+            if bucket != keep:
+                generator.release()
 
 
-def _pack_mask(segments: torch.Tensor) -> torch.Tensor:
-    """[B, 1, T, T] boolean: a query sees earlier keys of the context (segment 0) and of its own segment;
-    padding (segment -1) sees only itself, so no softmax row is empty."""
-    width = segments.shape[1]
-    idx = torch.arange(width)
-    causal = idx[None, :] <= idx[:, None]
-    seg_q, seg_k = segments[:, :, None], segments[:, None, :]
-    visible = causal & (seg_k >= 0) & ((seg_k == 0) | (seg_k == seg_q))
-    visible |= torch.eye(width, dtype=torch.bool)
-    return visible[:, None]
-
-
-def _token_scores(
-    output: torch.nn.Module,
-    hidden: torch.Tensor,
-    rows: torch.Tensor,
-    targets: torch.Tensor,
-    chunk: int = 2048,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability of each target token, predicted from `hidden[rows]`, and whether it is the argmax.
-
-    The vocabulary projection runs on `chunk` distinct rows at a time, in float32.
-    """
-    logprobs = torch.empty(len(targets), device=hidden.device)
-    greedy = torch.empty(len(targets), dtype=torch.bool, device=hidden.device)
-    for start in range(0, hidden.shape[0], chunk):
-        logits = output(hidden[start : start + chunk]).float()
-        norm, best = logits.logsumexp(-1), logits.argmax(-1)
-        mine = ((rows >= start) & (rows < start + chunk)).nonzero()[:, 0]
-        local, t = rows[mine] - start, targets[mine]
-        logprobs[mine] = logits[local, t] - norm[local]
-        greedy[mine] = best[local] == t
-    return logprobs.cpu(), greedy.cpu()
-
-
-def _sum_by_owner(
-    owners: list[int], logprobs: torch.Tensor, greedy: torch.Tensor
-) -> list[tuple[int, tuple[float, bool]]]:
-    out: dict[int, list] = {}
-    for owner, lp, g in zip(owners, logprobs.tolist(), greedy.tolist(), strict=True):
-        total = out.setdefault(owner, [0.0, True])
-        total[0] += lp
-        total[1] = total[1] and g
-    return [(owner, (lp, g)) for owner, (lp, g) in out.items()]
-
-
-def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+def request_seed(seed: int, index: int) -> int:
+    """The sampling seed of request `index` of a `generate` call whose requests carry `seed`."""
+    return random.Random(f"{seed}:{index}").getrandbits(63)

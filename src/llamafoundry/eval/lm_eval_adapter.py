@@ -12,8 +12,9 @@ from lm_eval.api.model import LM as HarnessLM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from llamafoundry.eval.lm import GenParams, LlamaFoundryLM
+from llamafoundry.eval.lm import LlamaFoundryLM
 from llamafoundry.eval.lm_eval_plugin import MODEL_NAME
+from llamafoundry.inference.sampling import SamplingParams
 
 
 @register_model(MODEL_NAME)
@@ -78,10 +79,11 @@ class LlamaFoundryHarnessLM(HarnessLM):
             context, kwargs = request.args
             until = kwargs.get("until") or []
             sampled = kwargs.get("do_sample", False) or kwargs.get("temperature", 0.0) > 0
-            params = GenParams(
+            params = SamplingParams(
                 max_new_tokens=int(kwargs.get("max_gen_toks", 256)),
                 temperature=float(kwargs.get("temperature", 1.0)) if sampled else 0.0,
-                stop=tuple([until] if isinstance(until, str) else until),
+                stop=tuple(s for s in ([until] if isinstance(until, str) else until) if s),
+                seed=0,  # seeded, so a rerun samples the same (each request still draws its own stream)
             )
             batch.append((context, params))
         return self.lm.generate(batch, desc=None if disable_tqdm else "generate_until")

@@ -9,17 +9,28 @@ no longer change: never half a UTF-8 character, never the start of what may beco
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from llamafoundry.tokenizer import Tokenizer
+from typing import Protocol
 
 _CONTEXT_TOKENS = 4  # prompt tokens decoded before the output, then cut off again
 _INCOMPLETE = "\ufffd"  # what SentencePiece decodes an unfinished byte sequence to
 
 
+class Decodes(Protocol):
+    """What decoding needs of a tokenizer: ours, or a wrapper of a Hugging Face one."""
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+def find_stop(text: str, stop: Sequence[str], start: int = 0) -> int | None:
+    """Where the earliest stop string in `text` (from `start` on) begins; None when there is none."""
+    hits = [i for i in (text.find(s, start) for s in stop) if i >= 0]
+    return min(hits) if hits else None
+
+
 class IncrementalDecoder:
     """Text of the generated tokens, released in pieces that stop strings cannot take back."""
 
-    def __init__(self, tokenizer: Tokenizer, prompt: Sequence[int], stop: Sequence[str] = ()) -> None:
+    def __init__(self, tokenizer: Decodes, prompt: Sequence[int], stop: Sequence[str] = ()) -> None:
         self.tokenizer = tokenizer
         self.stop = tuple(stop)
         self.context = list(prompt[-_CONTEXT_TOKENS:])
@@ -35,13 +46,17 @@ class IncrementalDecoder:
 
     def add(self, token: int) -> str:
         """Take one generated token; return the newly released text (may be empty)."""
-        self.ids.append(token)
+        return self.extend([token])
+
+    def extend(self, tokens: Sequence[int]) -> str:
+        """Take several generated tokens at once (a finished output: one decode, not one per token)."""
+        self.ids.extend(tokens)
         text = self._decoded()
         start = max(0, len(self.text) - max((len(s) for s in self.stop), default=0))
-        hits = [i for i in (text.find(s, start) for s in self.stop) if i >= 0]
-        if hits:
+        hit = find_stop(text, self.stop, start)
+        if hit is not None:
             self.stopped = True
-            return self._release(text[: min(hits)])
+            return self._release(text[:hit])
         safe = len(text.rstrip(_INCOMPLETE))
         for s in self.stop:  # hold back a tail that could still grow into a stop string
             for k in range(min(len(s) - 1, safe), 0, -1):

@@ -11,6 +11,8 @@ The prefill projects only the last position onto the vocabulary: the other posit
 
 from __future__ import annotations
 
+import copy
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -101,6 +103,11 @@ class Generator:
     float copies of the weights). `kv_cache_dtype` (default: the model's dtype) stores keys and values
     in e.g. float16, as llama.cpp does by default: half the bytes that batched decoding reads per step,
     for logits that differ from a float32 cache's by ~1e-3 of their range.
+
+    The caller's model is left as it was: the generator works on a shallow copy of it (`self.model`), a
+    module tree of its own whose parameters and buffers are the caller's tensors, not copies of them.
+    The KV cache, the decode kernels' classes and eval mode live on the copy, so the same model can go
+    on training or scoring; weights the caller updates in place are what the next generation uses.
     """
 
     def __init__(
@@ -113,7 +120,7 @@ class Generator:
         compile_mode: str | None = None,
         kv_cache_dtype: torch.dtype | None = None,
     ) -> None:
-        self.model = model.eval()
+        self.model = _shallow_copy(model).eval()
         self.kv_cache_dtype = kv_cache_dtype
         self.tokenizer = tokenizer
         self.max_seq_len = min(max_seq_len or model.cfg.max_seq_len, model.cfg.max_seq_len)
@@ -121,9 +128,9 @@ class Generator:
         self._caches: dict[int, list[KVCache]] = {}  # per batch size (see _setup_cache)
         self.compiled = compile
         self._step = self._decode_step
-        self._freeze = compile and _freezes(model, compile_mode)
+        self._freeze = compile and _freezes(self.model, compile_mode)
         if compile:
-            use_decode_kernels(model)
+            use_decode_kernels(self.model)
             self._step = torch.compile(self._decode_step, fullgraph=True, dynamic=False, mode=compile_mode)
 
     def encode(self, prompt: Prompt) -> list[int]:
@@ -222,7 +229,9 @@ class Generator:
         """One decode step. Within a loop every step passes the same tensors, so once one step has passed
         torch.compile's guards (hundreds of checks, a sizeable part of a small model's step) the rest skip
         them."""
-        if not (self.compiled and checked):
+        if not self.compiled:  # eager: no need to import dynamo (a second's start-up) for its settings
+            return self._step(current, pos, pad)
+        if not checked:
             # Compilations happen in these calls. Each batch size of each generator is a graph of its
             # own (static shapes), more than dynamo's default of 8 per function in a busy server; and
             # inductor reads `freezing` from its global config.
@@ -240,6 +249,12 @@ class Generator:
         if batch > max(self._caches, default=0):  # a new storage; the views of the old one go with it
             self.model.setup_cache(batch, self.max_seq_len, dtype=self.kv_cache_dtype)
             self._caches = {batch: [layer.attention.cache for layer in self.model.layers]}
+
+    def release(self) -> None:
+        """Free the KV cache; the next generation allocates it again (a frozen compiled step, which
+        guards on the cache's identity, then compiles again)."""
+        self._caches = {}
+        self.model.clear_cache()
 
     def _setup_cache(self, batch: int) -> None:
         """Give the model its KV cache for `batch` rows.
@@ -275,6 +290,12 @@ class Generator:
             tokens, pos, positions=(pos - pad).unsqueeze(1), mask=visible[:, None, None, :]
         )
         return self.model.output(hidden[:, -1])
+
+
+def _shallow_copy(model: Transformer) -> Transformer:
+    """The model's modules copied, its parameters and buffers shared (the same tensors)."""
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return copy.deepcopy(model, memo=shared)
 
 
 def _freezes(model: Transformer, mode: str | None) -> bool:

@@ -93,7 +93,8 @@ def use_decode_kernels(model: nn.Module) -> nn.Module:
     """Give the model's bias-free `nn.Linear` layers and its `Attention` layers the decode kernels.
 
     Linear layers become `DecodeLinear`s sharing their weights; attention layers change class in place
-    (as FSDP2's `fully_shard` does), keeping their projections and cache.
+    (as FSDP2's `fully_shard` does), keeping their projections and cache. `Generator` does this to its
+    own shallow copy of a model, never to the caller's.
     """
     for name, module in list(model.named_modules()):
         if type(module) is nn.Linear and module.bias is None:

@@ -80,6 +80,9 @@ class Sampler:
         self.temperature = column([p.temperature if not p.greedy else 1.0 for p in self.params])
         self.top_k = torch.tensor([p.top_k or vocab_size for p in self.params], device=device)
         self.top_p = column([p.top_p for p in self.params])
+        # Without top-k or top-p the cut is a full sort of the vocabulary that keeps every token: at 64
+        # rows of 32,000 it cost 2.5x the sampling itself.
+        self.truncates = any(p.top_k or p.top_p < 1 for p in self.params)
         self.seen: torch.Tensor | None = None
         if any(p.repetition_penalty != 1 for p in self.params):
             # Tokens of the prompt and of the output so far, as Hugging Face's penalty counts them.
@@ -104,7 +107,8 @@ class Sampler:
             logits = torch.where(self.seen, penalised, logits)
         if self.all_greedy:
             return logits.argmax(dim=-1)
-        probs = torch.softmax(self._truncate(logits / self.temperature), dim=-1)
+        scaled = logits / self.temperature
+        probs = torch.softmax(self._truncate(scaled) if self.truncates else scaled, dim=-1)
         tokens = logits.argmax(dim=-1)
         for row, p in enumerate(self.params):
             if not p.greedy:

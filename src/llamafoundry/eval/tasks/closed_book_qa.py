@@ -12,7 +12,7 @@ import re
 import string
 from pathlib import Path
 
-from llamafoundry.eval.lm import LM, GenParams
+from llamafoundry.eval.lm import LM
 from llamafoundry.eval.tasks.base import (
     Doc,
     RunConfig,
@@ -25,6 +25,7 @@ from llamafoundry.eval.tasks.base import (
     sample_shots,
 )
 from llamafoundry.eval.tasks.multiple_choice import mean
+from llamafoundry.inference.sampling import SamplingParams
 
 PROMPT = "Answer these questions:\n"
 
@@ -55,7 +56,7 @@ class ClosedBookQA(Task):
 
     def evaluate(self, lm: LM, docs: list[Doc], pool: list[Doc], config: RunConfig) -> TaskResult:
         shots = self.shots(config)
-        params = GenParams(max_new_tokens=config.max_new_tokens or 32, stop=("\n",))
+        params = SamplingParams(max_new_tokens=config.max_new_tokens or 32, stop=("\n",))
         prompts = [
             self.prompt(d, sample_shots(pool, shots, config.seed, d["id"]) if shots else []) for d in docs
         ]

@@ -12,7 +12,7 @@ from math import comb
 from pathlib import Path
 
 from llamafoundry.errors import UserError
-from llamafoundry.eval.lm import LM, GenParams
+from llamafoundry.eval.lm import LM
 from llamafoundry.eval.sandbox import Limits, run_programs
 from llamafoundry.eval.tasks.base import (
     Doc,
@@ -26,6 +26,7 @@ from llamafoundry.eval.tasks.base import (
     sample_shots,
 )
 from llamafoundry.eval.tasks.multiple_choice import mean
+from llamafoundry.inference.sampling import SamplingParams
 
 TEMPERATURES = (0.1, 0.8)
 
@@ -63,7 +64,9 @@ class CodeTask(Task):
         correct: dict[float, list[int]] = {}
         examples = [{"id": d["id"]} for d in docs]
         for temperature in TEMPERATURES:
-            params = [GenParams(tokens, temperature, self.stop, seed=config.seed + j) for j in range(n)]
+            params = [
+                SamplingParams(tokens, temperature, stop=self.stop, seed=config.seed + j) for j in range(n)
+            ]
             outs = lm.generate([(p, q) for p in prompts for q in params], desc=f"{self.name} T={temperature}")
             programs = [self.program(d, outs[i * n + j]) for i, d in enumerate(docs) for j in range(n)]
             results = run_programs(programs, self.limits, desc=f"{self.name} sandbox T={temperature}")

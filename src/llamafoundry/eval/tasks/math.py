@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from llamafoundry.eval.lm import LM, GenParams
+from llamafoundry.eval.lm import LM
 from llamafoundry.eval.tasks.base import (
     Doc,
     RunConfig,
@@ -26,6 +26,7 @@ from llamafoundry.eval.tasks.base import (
     sample_shots,
 )
 from llamafoundry.eval.tasks.multiple_choice import mean
+from llamafoundry.inference.sampling import SamplingParams
 
 SAMPLE_TEMPERATURE = 0.6
 MATH_SUBJECTS = (
@@ -71,13 +72,14 @@ class MathTask(Task):
         ]
         tokens = config.max_new_tokens or 512
         greedy = lm.generate(
-            [(p, GenParams(tokens, 0.0, self.stop)) for p in prompts], desc=f"{self.name} greedy"
+            [(p, SamplingParams(tokens, stop=self.stop)) for p in prompts], desc=f"{self.name} greedy"
         )
         k = self.default_samples if config.samples is None else config.samples
         sampled: list[list[str]] = [[] for _ in docs]
         if k:
             params = [
-                GenParams(tokens, SAMPLE_TEMPERATURE, self.stop, seed=config.seed + j) for j in range(k)
+                SamplingParams(tokens, SAMPLE_TEMPERATURE, stop=self.stop, seed=config.seed + j)
+                for j in range(k)
             ]
             outs = lm.generate([(p, q) for p in prompts for q in params], desc=f"{self.name} maj1@{k}")
             sampled = [outs[i * k : (i + 1) * k] for i in range(len(docs))]
