@@ -1,13 +1,14 @@
 """Pretraining (Sec. 2.3-2.4): run recipes, the Trainer and its loop, the optimiser, parallelism, planning.
 
-The names below load their module on first use: `llamafoundry plan` imports train/plan.py at every
-command-line start, which should not pay for torch and the data pipeline.
+The names below load their module on first use (see `llamafoundry._exports`): `llamafoundry plan`
+imports train/plan.py at every command-line start, which should not pay for torch and the data pipeline.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from llamafoundry._exports import lazy_exports
 
 if TYPE_CHECKING:
     from llamafoundry.train.optim import OptimConfig, Schedule
@@ -37,7 +38,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+__getattr__ = lazy_exports(__name__, _MODULE_OF)
