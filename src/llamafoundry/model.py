@@ -11,6 +11,7 @@ no renaming. This file holds the model only: no training, parallelism or I/O cod
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -218,6 +219,14 @@ class Transformer(nn.Module):
         cos, sin = precompute_freqs_cis(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta)
         device = self.tok_embeddings.weight.device
         self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Transformer:
+        """`.to(dtype)`, `.bfloat16()` and friends cast the weights; the rotary tables stay float32, as
+        Meta's freqs_cis does (eager rotary multiplies complex numbers, which bfloat16 has not)."""
+        super()._apply(fn, recurse)
+        if self.rope_cos.dtype != torch.float32:
+            self.reset_rope()
+        return self
 
     def setup_cache(
         self, batch: int, max_seq_len: int | None = None, dtype: torch.dtype | None = None

@@ -1,7 +1,8 @@
 import torch
 import torch.nn.functional as F
 
-from llamafoundry.model import RMSNorm, apply_rotary_emb, precompute_freqs_cis
+from llamafoundry.config import ModelConfig
+from llamafoundry.model import RMSNorm, Transformer, apply_rotary_emb, precompute_freqs_cis
 from tests.helpers import GQA, MHA, random_model
 
 
@@ -96,3 +97,16 @@ def test_sdpa_grouped_query_equals_repeated_heads():
         q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1), is_causal=True
     )
     torch.testing.assert_close(got, ref)
+
+
+def test_casting_the_model_keeps_float32_rotary_tables():
+    """`model.to(torch.bfloat16)` (and `load_model(..., dtype="bfloat16")`) must leave a model that runs
+    in eager mode: the complex rotary product has no bfloat16 kernel."""
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(dim=64, n_layers=2, n_heads=4, vocab_size=128, max_seq_len=32))
+    reference = model(torch.tensor([[1, 2, 3, 4]])).float()
+    half = model.to(torch.bfloat16)
+    assert half.rope_cos.dtype == half.rope_sin.dtype == torch.float32
+    assert half.tok_embeddings.weight.dtype == torch.bfloat16
+    logits = half(torch.tensor([[1, 2, 3, 4]])).float()
+    assert (logits - reference).abs().max() < 0.1 * reference.abs().max()
