@@ -2,7 +2,9 @@
 engine and the Trainer's hooks, with numbers. Needs only torch, sentencepiece, safetensors, numpy, tqdm,
 matplotlib and zstandard; the project runs from src/ without installing.
 
-    PYTHONPATH=src python3 benchmarks/gpu_paths.py        (prints a report; also $OUT/gpu_paths.txt)
+    PYTHONPATH=src python3 benchmarks/gpu_paths.py [CHECK ...]   (prints a report; also $OUT/gpu_paths.txt)
+
+CHECK names some of: decode, eval, train (default: all).
 
 1. flash SDPA in bf16;
 2. `load_model(preset, device=cuda, dtype=bf16)`: decode tokens/s, eager against compiled, batch 1 and 8,
@@ -147,13 +149,17 @@ def check_trainer(tokenizer, files, work: Path) -> None:
 
 def main() -> None:
     assert torch.cuda.is_available(), "no CUDA device"
+    wanted = set(sys.argv[1:]) or {"decode", "eval", "train"}
     check_sdpa()
-    run(check_decode)
+    if "decode" in wanted:
+        run(check_decode)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         tokenizer, files = tokenizer_and_texts(work)
-        run(lambda: check_eval_generation(tokenizer), "check_eval_generation")
-        run(lambda: check_trainer(tokenizer, files, work), "check_trainer")
+        if "eval" in wanted:
+            run(lambda: check_eval_generation(tokenizer), "check_eval_generation")
+        if "train" in wanted:
+            run(lambda: check_trainer(tokenizer, files, work), "check_trainer")
 
 
 def run(step, name: str | None = None) -> None:
