@@ -80,6 +80,7 @@ def test_limit_fraction_and_shot_lists_as_lm_eval(model_folders, shared_data: Pa
         (["--tasks", "piqa", "--shots", "two"], "--shots takes counts"),
         (["--tasks", "piqa", "--limit", "0"], "--limit must be positive"),
         (["--tasks", "piqa", "--data-dir", "/nonexistent/folder"], "is not a folder"),
+        (["--tasks", "piqa", "--model-type", "hf", "--compile"], "apply to our model code"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(args, message, model_folders, tmp_path: Path, cli):

@@ -135,3 +135,14 @@ def test_long_prompts_keep_their_end_for_generation(tiny_model, llama_tokenizer)
     (text,) = lm.generate([(prompt, SamplingParams(max_new_tokens=8))])
     whole = llama_tokenizer.decode(kept + plain_greedy(tiny_model, kept, 8))
     assert whole == llama_tokenizer.decode(kept) + text
+
+
+def test_compiled_generation_gives_the_eager_text(tiny_model, llama_tokenizer):
+    """`LlamaFoundryLM(compile=True)` (`llamafoundry eval --compile`) runs the compiled decode step of the
+    one generation engine and writes what eager decoding writes."""
+    prompts = ["Once upon a time", "The", "def add(a, b):"]
+    requests = [(p, SamplingParams(max_new_tokens=8)) for p in prompts]
+    eager = LlamaFoundryLM(tiny_model, llama_tokenizer).generate(requests)
+    compiled = LlamaFoundryLM(tiny_model, llama_tokenizer, compile=True)
+    assert compiled.generate(requests) == eager
+    assert all(g.compiled for g in compiled._generators.values())

@@ -59,6 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_load_options(p)
     p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per scoring batch (ours)")
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the decode step of generation tasks (ours): pays off on long runs and GPUs; "
+        "each new batch shape costs a compilation",
+    )
+    p.add_argument(
         "--batch-size", "--batch_size", type=int, default=32, help="rows per batch (hf) / generation"
     )
     add_output(
@@ -124,9 +130,9 @@ def _load(args: argparse.Namespace):
     if args.model_type == "hf":
         from llamafoundry.eval.hf_lm import HFCausalLM
 
-        if args.tokenizer is not None or args.quantize is not None:
+        if args.tokenizer is not None or args.quantize is not None or args.compile:
             raise UserError(
-                "--tokenizer and --quantize apply to our model code; drop them with --model-type hf"
+                "--tokenizer, --quantize and --compile apply to our model code; drop them with --model-type hf"
             )
         return HFCausalLM(args.model, device=device, dtype=args.dtype, batch_size=args.batch_size)
     from llamafoundry.eval.lm import LlamaFoundryLM
@@ -138,5 +144,6 @@ def _load(args: argparse.Namespace):
         tokenizer=args.tokenizer,
         quantize=quant_config(args),
         batch_tokens=args.batch_tokens,
+        compile=args.compile,
         max_batch=args.batch_size,
     )
