@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llamafoundry.eval.hf_lm import HFCausalLM
-from llamafoundry.eval.lm import LlamaFoundryLM
+from llamafoundry.eval.lm import LlamaFoundryLM, generation_batches
 from llamafoundry.inference.sampling import SamplingParams
 
 
@@ -146,3 +146,14 @@ def test_compiled_generation_gives_the_eager_text(tiny_model, llama_tokenizer):
     compiled = LlamaFoundryLM(tiny_model, llama_tokenizer, compile=True)
     assert compiled.generate(requests) == eager
     assert all(g.compiled for g in compiled._generators.values())
+
+
+def test_short_generation_rows_fill_the_token_budget(tiny_model, llama_tokenizer):
+    """A generation batch has `max_batch` rows, or as many as `batch_tokens` holds of short rows."""
+    lm = LlamaFoundryLM(tiny_model, llama_tokenizer, max_batch=2, batch_tokens=512)
+    short, long = SamplingParams(max_new_tokens=8), SamplingParams(max_new_tokens=200)
+    assert lm._rows(short, 10) == 512 // 64  # 18 positions take the smallest cache, 64
+    assert lm._rows(long, 100) == 2  # 300 positions: a 512-position cache, one row of budget
+    requests = [("a b c", short)] * 10 + [("a", long)] * 3
+    batches = list(generation_batches(requests, [3] * 10 + [1] * 3, lm._rows))
+    assert [len(chunk) for _, chunk in batches] == [8, 2, 2, 1]
