@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llamafoundry.cli.options import add_load_options, add_model, add_output, load, output_of
+from llamafoundry.cli.options import (
+    FILES_ONLY_DEVICE_HELP,
+    add_load_options,
+    add_model,
+    add_output,
+    load,
+    output_of,
+)
 from llamafoundry.config import PRESETS, format_params, num_params
 from llamafoundry.errors import UserError
 
@@ -16,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("info", help="describe a model folder, llama2.c file or preset")
     add_model(p)
-    add_load_options(p)
+    add_load_options(p, device_help=FILES_ONLY_DEVICE_HELP)
     p.set_defaults(func=cmd_info)
 
     p = subparsers.add_parser("convert", help="convert a model between folder formats")
@@ -27,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seq-len", type=int, default=None, help="context length, where the source lacks it")
     add_load_options(
         p,
+        device_help=FILES_ONLY_DEVICE_HELP,
         dtype_help="float32, bfloat16 or float16 (default: as loaded); for --to gguf: f32 (default), f16 "
         "or q8_0; with --quantize the folder is our native one",
     )
@@ -49,7 +57,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     from llamafoundry.checkpoint import detect_format
 
     fmt = "preset" if args.model in PRESETS and not Path(args.model).exists() else detect_format(args.model)
-    model, tokenizer, cfg = load(args)
+    model, tokenizer, cfg = load(args, device=args.device)
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
     print(f"model:      {args.model}")
     print(f"format:     {fmt}")
@@ -76,6 +84,6 @@ def cmd_convert(args: argparse.Namespace) -> None:
     if output.resolve() == Path(args.model).resolve():
         raise UserError("the output folder is the source folder; choose another output path")
     # --dtype is the written dtype (GGUF has its own names), so the model loads as stored.
-    model, tokenizer, _ = load(args, dtype=None, max_seq_len=args.max_seq_len)
+    model, tokenizer, _ = load(args, device=args.device, dtype=None, max_seq_len=args.max_seq_len)
     export(output, model, tokenizer, args.to, dtype=args.dtype, shards=args.shards)
     print(f"wrote {args.to} model to {output}")

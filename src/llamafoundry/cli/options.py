@@ -15,6 +15,9 @@ from llamafoundry.errors import UserError
 
 MODEL_HELP = "model folder (ours, quantized, Meta, Hugging Face), llama2.c .bin, or preset name"
 DEVICE_HELP = "cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)"
+# Commands that only read and write weights (info, convert) run nothing on the device: by default the
+# model stays where the loader puts it, in CPU memory, so converting a large model needs no GPU memory.
+FILES_ONLY_DEVICE_HELP = "cpu, cuda, ... (default: cpu; this command runs no model)"
 
 
 def warn_deprecated(old: str, new: str) -> None:
@@ -83,10 +86,11 @@ def add_load_options(
     p: argparse.ArgumentParser,
     *,
     dtype_help: str = "float32, bfloat16 or float16 (default: as stored)",
+    device_help: str = DEVICE_HELP,
     quantize: bool = True,
 ) -> None:
     """The options of every command that loads a model."""
-    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    p.add_argument("--device", default=None, help=device_help)
     p.add_argument("--dtype", default=None, help=dtype_help)
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.model, if the folder lacks one")
     if quantize:

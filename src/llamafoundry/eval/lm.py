@@ -112,8 +112,9 @@ class LlamaFoundryLM(TokenLM):
     """Our `Transformer` with its SentencePiece tokenizer: packed scoring, and generation by `Generator`.
 
     `batch_tokens` and `max_batch` bound a scoring batch (padded tokens, rows); a generation batch has
-    `max_batch` rows, or more while their KV-cache positions fit in `batch_tokens` (see `_rows`). `compile` compiles the decode step (see `Generator`); graphs are kept per (cache
-    span, batch size), at most `inference.generate.RECOMPILE_LIMIT`. It is off by default because eager
+    `max_batch` rows, or more while their KV-cache positions fit in `batch_tokens` (see `_rows`).
+    `compile` compiles the decode step (see `Generator`); graphs are kept per (cache span, batch size),
+    at most `inference.generate.RECOMPILE_LIMIT`. It is off by default because eager
     runs measured faster on the project's 2-core CPU (benchmarks/eval_generation.py, bench-small model):
     once compiled, a batch-64 step was ~20% faster (NQ, 256 questions: 10 s against 12 s; GSM8k, 32
     problems at batch 32: 15 s either way), but each new (span, batch size) costs a compilation of ~4 s
