@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from llamafoundry.errors import UserError
+from llamafoundry.eval.sandbox import MINIMUM_LAYERS, Limits
 from llamafoundry.eval.tasks import TASKS
 from llamafoundry.eval.tasks.base import RunConfig
 
@@ -51,3 +53,26 @@ def test_mbpp_prompt_is_three_shot_from_the_prompt_split_and_code_is_tested(shar
 
 def test_code_task_default_samples_are_the_papers_k():
     assert (TASKS["humaneval"].k_max, TASKS["mbpp"].k_max) == (100, 80)
+
+
+class HumanEvalWithoutNamespaces(type(TASKS["humaneval"])):
+    """HumanEval on a machine whose kernel refuses the sandbox's namespaces (e.g. a locked-down container)."""
+
+    limits = Limits(timeout_s=10.0, kernel_layers=False)
+
+
+def test_code_tasks_record_the_sandbox_and_refuse_to_run_without_it(shared_data: Path, scripted):
+    docs = TASKS["humaneval"].docs(shared_data)[:1]
+    solution = {d["prompt"]: d["canonical_solution"] for d in docs}
+    lm = scripted(reply=lambda prompt, params: solution[prompt])
+
+    result = TASKS["humaneval"].evaluate(lm, docs, [], RunConfig(samples=1))
+    assert result.to_dict()["sandbox"]["minimum_met"] is True
+    assert set(result.sandbox["layers"]) >= MINIMUM_LAYERS
+
+    task = HumanEvalWithoutNamespaces()
+    with pytest.raises(UserError, match="--unsafe-no-sandbox"):
+        task.evaluate(lm, docs, [], RunConfig(samples=1))
+    unsafe = task.evaluate(lm, docs, [], RunConfig(samples=1, unsafe_no_sandbox=True))
+    assert unsafe.metrics["pass@1"] == 1.0
+    assert unsafe.sandbox["minimum_met"] is False and unsafe.sandbox["unsafe_no_sandbox"] is True

@@ -51,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation length (default per task)")
     p.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="HumanEval/MBPP: run generated code even where the kernel refuses the sandbox's namespaces "
+        "(only the audit hook and limits then stand in its way); results.json records the layers",
+    )
+    p.add_argument(
         "--model-type",
         choices=("llamafoundry", "hf"),
         default="llamafoundry",
@@ -97,7 +103,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a folder")
     limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
-    config = RunConfig(limit=limit, seed=args.seed, samples=args.samples, max_new_tokens=args.max_new_tokens)
+    config = RunConfig(
+        limit=limit,
+        seed=args.seed,
+        samples=args.samples,
+        max_new_tokens=args.max_new_tokens,
+        unsafe_no_sandbox=args.unsafe_no_sandbox,
+    )
     lm = _load(args)
     results = evaluate(lm, tasks, args.data_dir, config, shots)
     meta = {

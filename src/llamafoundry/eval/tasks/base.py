@@ -30,6 +30,7 @@ class TaskResult:
     examples: list[dict] = field(default_factory=list)
     groups: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. MMLU domains
     seconds: float = 0.0
+    sandbox: dict = field(default_factory=dict)  # code tasks: the isolation their programs ran under
 
     def to_dict(self) -> dict:
         return {
@@ -40,6 +41,7 @@ class TaskResult:
             "groups": self.groups,
             "n": len(self.examples),
             "seconds": self.seconds,
+            **({"sandbox": self.sandbox} if self.sandbox else {}),
             "examples": self.examples,
         }
 
@@ -53,6 +55,7 @@ class RunConfig:
     seed: int = 1234
     samples: int | None = None  # samples per problem for maj1@k / pass@k; None: the task's default
     max_new_tokens: int | None = None
+    unsafe_no_sandbox: bool = False  # run generated code even where the sandbox lacks its minimum layers
 
 
 class Task(abc.ABC):

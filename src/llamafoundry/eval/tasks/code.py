@@ -13,7 +13,13 @@ from pathlib import Path
 
 from llamafoundry.errors import UserError
 from llamafoundry.eval.lm import LM
-from llamafoundry.eval.sandbox import Limits, run_programs
+from llamafoundry.eval.sandbox import (
+    MINIMUM_LAYERS,
+    Limits,
+    SandboxUnavailable,
+    require_minimum_layers,
+    run_programs,
+)
 from llamafoundry.eval.tasks.base import (
     Doc,
     RunConfig,
@@ -58,10 +64,12 @@ class CodeTask(Task):
         if n < 1:
             raise UserError(f"{self.name} needs --samples of at least 1 (pass@k samples per problem)")
         tokens = config.max_new_tokens or 512
+        self._check_sandbox(config)  # before hours of generation, not after
         prompts = [
             self.prompt(d, sample_shots(pool, shots, config.seed, d["id"]) if shots else []) for d in docs
         ]
         correct: dict[float, list[int]] = {}
+        layers: list[set[str]] = []
         examples = [{"id": d["id"]} for d in docs]
         for temperature in TEMPERATURES:
             params = [
@@ -69,7 +77,13 @@ class CodeTask(Task):
             ]
             outs = lm.generate([(p, q) for p in prompts for q in params], desc=f"{self.name} T={temperature}")
             programs = [self.program(d, outs[i * n + j]) for i, d in enumerate(docs) for j in range(n)]
-            results = run_programs(programs, self.limits, desc=f"{self.name} sandbox T={temperature}")
+            results = run_programs(
+                programs,
+                self.limits,
+                desc=f"{self.name} sandbox T={temperature}",
+                allow_unsafe=config.unsafe_no_sandbox,
+            )
+            layers.append(set.intersection(*(set(r.isolation) for r in results)) if results else set())
             correct[temperature] = []
             for i, example in enumerate(examples):
                 statuses = [r.status for r in results[i * n : (i + 1) * n]]
@@ -86,7 +100,24 @@ class CodeTask(Task):
                 metrics[f"pass@{k} (T=0.8)"] = mean([pass_at_k(n, c, k) for c in correct[0.8]])
         if self.k_max <= n:
             metrics[f"pass@{self.k_max}"] = metrics[f"pass@{self.k_max} (T=0.8)"]
-        return TaskResult(self.name, shots, metrics, self.paper_metric, examples)
+        common = set.intersection(*layers) if layers else set()
+        sandbox = {
+            "layers": sorted(common),  # in force for every program
+            "minimum_met": common >= MINIMUM_LAYERS,
+            "unsafe_no_sandbox": config.unsafe_no_sandbox,
+        }
+        return TaskResult(self.name, shots, metrics, self.paper_metric, examples, sandbox=sandbox)
+
+    def _check_sandbox(self, config: RunConfig) -> None:
+        if config.unsafe_no_sandbox:
+            return
+        try:
+            require_minimum_layers(self.limits)
+        except SandboxUnavailable as exc:
+            raise UserError(
+                f"{self.name}: {exc}. Run on a machine that allows user, mount, PID and network namespaces, "
+                "or pass --unsafe-no-sandbox to run generated code anyway (only where losing the machine is fine)"
+            ) from None
 
 
 class HumanEval(CodeTask):
