@@ -386,6 +386,8 @@ def _build_root(libc: ctypes.CDLL, root: str, scratch_bytes: int, owner: int) ->
     except OSError:
         pass  # no /proc at all is stricter still
     os.chdir(root)
+    if platform.machine() not in SYS_PIVOT_ROOT:
+        raise OSError(f"pivot_root: no syscall number known for {platform.machine()}")
     _check(libc.syscall(SYS_PIVOT_ROOT[platform.machine()], b".", b"."), "pivot_root")
     _check(libc.umount2(b".", MNT_DETACH), "detach the host's root")
     os.chdir("/")
@@ -550,8 +552,8 @@ def _readable_by_others(path: str) -> bool:
     return True
 
 
-def _cage(cfg: dict, libc: ctypes.CDLL) -> tuple[list[str], str]:
-    """Build every layer the kernel allows; return them and the scratch folder the program runs in."""
+def _cage(cfg: dict, libc: ctypes.CDLL) -> list[str]:
+    """Build every layer the kernel allows, leave us in the program's scratch folder, and name the layers."""
     layers = ["rlimits"] + (_enter_namespaces(libc) if cfg["kernel_layers"] else [])
     if "pidns" in layers:
         _become_pid1()
@@ -584,7 +586,7 @@ def _cage(cfg: dict, libc: ctypes.CDLL) -> tuple[list[str], str]:
     )
     sys.addaudithook(_audit_hook(scratch, blocked))  # behind the namespaces, or in their place
     layers += [f"audit-hook:{name}" for name in sorted(blocked)]
-    return layers, scratch
+    return layers
 
 
 def _child_main(done_fd: int) -> None:
@@ -594,7 +596,7 @@ def _child_main(done_fd: int) -> None:
     os.close(devnull)
     libc = _libc()
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the harness
-    layers, _ = _cage(cfg, libc)
+    layers = _cage(cfg, libc)
     print(MARKER + ",".join(layers), file=sys.stderr, flush=True)
     token = cfg.pop("token").encode()
     code = compile(cfg.pop("source"), "program.py", "exec")
