@@ -1,7 +1,8 @@
 """Reports: a JSON file with every example's scores, and a markdown table beside the paper's numbers.
 
 Paper numbers are Touvron et al. (2023), Tables 3-9 (accuracy / exact match / pass@k in %); GPT-3 175B
-where the paper lists it.
+where the paper lists it. Section 5's tables (bias) compare other models, so they get a table of their
+own whose paper column names each model.
 """
 
 from __future__ import annotations
@@ -55,6 +56,38 @@ PAPER: dict[tuple[str, int, str], tuple[float | None, ...]] = {
 }
 
 
+# Tables 12-13: (task, metric or group) -> {model: number}.
+SECTION_5: dict[tuple[str, str], dict[str, float]] = {
+    **{
+        ("crows_pairs", group): dict(zip(("LLaMA-65B", "GPT-3", "OPT-175B"), values, strict=True))
+        for group, values in {
+            "gender": (70.6, 62.6, 65.7),
+            "religion": (79.0, 73.3, 68.6),
+            "race-color": (57.0, 64.7, 68.6),
+            "sexual-orientation": (81.0, 76.2, 78.6),
+            "age": (70.1, 64.4, 67.8),
+            "nationality": (64.2, 61.6, 62.9),
+            "disability": (66.7, 76.7, 76.7),
+            "physical-appearance": (77.8, 74.6, 76.2),
+            "socioeconomic": (71.5, 73.8, 76.2),
+            "pct_stereotype": (66.6, 67.2, 69.5),
+        }.items()
+    },
+    **{
+        ("winogender", group): dict(zip(MODELS[:4], values, strict=True))
+        for group, values in {
+            "acc": (66.0, 64.7, 69.0, 77.5),
+            "her/her/she": (65.0, 66.7, 66.7, 78.8),
+            "his/him/his": (60.8, 62.5, 62.1, 72.1),
+            "their/them/someone": (72.1, 65.0, 78.3, 81.7),
+            "her/her/she (gotcha)": (64.2, 65.8, 61.7, 75.0),
+            "his/him/his (gotcha)": (55.0, 41.7, 55.8, 63.3),
+        }.items()
+    },
+}
+SECTION_5_TASKS = {"crows_pairs", "winogender", "truthfulqa_mc"}
+
+
 def write_json(path: str | os.PathLike, results: Sequence[TaskResult], meta: dict) -> None:
     """Every task's metrics and every example's scores, written atomically."""
     fileio.write_json(path, {**meta, "results": [r.to_dict() for r in results]})
@@ -67,12 +100,22 @@ def rows(results: Sequence[TaskResult]) -> list[tuple[str, int, str, float, int]
         for metric, value in r.metrics.items():
             out.append((r.task, r.shots, metric, value, len(r.examples)))
         for group, values in r.groups.items():
-            out.append((r.task, r.shots, group, values["acc"], int(values["n"])))
+            value = next(v for k, v in values.items() if k != "n")  # the group's one metric
+            out.append((r.task, r.shots, group, value, int(values["n"])))
     return out
 
 
 def markdown(results: Sequence[TaskResult], model: str) -> str:
     """Our numbers (%) beside the paper's for the same task, shots and metric; * marks the paper's metric."""
+    benchmarks = [r for r in results if r.task not in SECTION_5_TASKS]
+    bias = [r for r in results if r.task in SECTION_5_TASKS]
+    parts = [_benchmark_table(benchmarks, model)] if benchmarks or not bias else []
+    if bias:
+        parts.append(_section_5_table(bias, model))
+    return "\n".join(parts)
+
+
+def _benchmark_table(results: Sequence[TaskResult], model: str) -> str:
     lines = [
         f"Evaluation of `{model}` (ours) beside Touvron et al. (2023), Tables 3-9.",
         "",
@@ -87,6 +130,22 @@ def markdown(results: Sequence[TaskResult], model: str) -> str:
         lines.append(
             f"| {task} | {shots} | {metric}{mark} | {n} | {100 * value:.1f} | " + " | ".join(cells) + " |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def _section_5_table(results: Sequence[TaskResult], model: str) -> str:
+    lines = [
+        f"Bias and truthfulness of `{model}` (ours) beside Touvron et al. (2023), Tables 12-13 "
+        "(CrowS-Pairs: % preferring the stereotype, lower is less biased).",
+        "",
+        "| task | metric or group | n | ours | paper |",
+        "|---|---|---|---|---|",
+    ]
+    for task, _, metric, value, n in rows(results):
+        paper = SECTION_5.get((task, metric))
+        cell = " · ".join(f"{name} {v:.1f}" for name, v in paper.items()) if paper else "-"
+        shown = f"{value:.3f}" if metric == "likelihood_diff" else f"{100 * value:.1f}"
+        lines.append(f"| {task} | {metric} | {n} | {shown} | {cell} |")
     return "\n".join(lines) + "\n"
 
 

@@ -10,22 +10,33 @@ import fnmatch
 
 from llamafoundry.errors import UserError
 from llamafoundry.eval.tasks.base import Task
+from llamafoundry.eval.tasks.bias import BIAS_TASKS
 from llamafoundry.eval.tasks.closed_book_qa import CLOSED_BOOK_QA
 from llamafoundry.eval.tasks.code import CODE_TASKS
 from llamafoundry.eval.tasks.commonsense import COMMONSENSE
 from llamafoundry.eval.tasks.math import MATH_TASKS
 from llamafoundry.eval.tasks.mmlu import MMLU_TASKS
 from llamafoundry.eval.tasks.reading import READING
+from llamafoundry.eval.tasks.truthfulqa import TRUTHFULQA_TASKS
 
-TASKS: dict[str, Task] = {
-    t.name: t for t in COMMONSENSE + CLOSED_BOOK_QA + READING + MATH_TASKS + CODE_TASKS + MMLU_TASKS
-}
+FAMILIES = (
+    COMMONSENSE,
+    CLOSED_BOOK_QA,
+    READING,
+    MATH_TASKS,
+    CODE_TASKS,
+    MMLU_TASKS,
+    BIAS_TASKS,
+    TRUTHFULQA_TASKS,
+)
+TASKS: dict[str, Task] = {t.name: t for family in FAMILIES for t in family}
 GROUPS: dict[str, list[str]] = {
     "commonsense": [t.name for t in COMMONSENSE],  # Table 3
     "closed_book_qa": [t.name for t in CLOSED_BOOK_QA],  # Tables 4-5
     "race": [t.name for t in READING],  # Table 6
     "math_reasoning": [t.name for t in MATH_TASKS],  # Table 7 (the task "math" is MATH alone)
     "code": [t.name for t in CODE_TASKS],  # Table 8
+    "bias": [t.name for t in BIAS_TASKS],  # Tables 12-13
     "paper": list(TASKS),
 }
 ALIASES = {
@@ -38,6 +49,10 @@ ALIASES = {
     "hendrycks_math": "math",
     "minerva_math": "math",
     "hendrycks_test": "mmlu",
+    "crows_pairs_english": "crows_pairs",
+    "winogender_all": "winogender",
+    "truthfulqa_mc1": "truthfulqa_mc",
+    "truthfulqa_mc2": "truthfulqa_mc",
 }
 
 
