@@ -68,11 +68,14 @@ def test_code_tasks_record_the_sandbox_and_refuse_to_run_without_it(shared_data:
 
     result = TASKS["humaneval"].evaluate(lm, docs, [], RunConfig(samples=1))
     assert result.to_dict()["sandbox"]["minimum_met"] is True
-    assert set(result.sandbox["layers"]) >= MINIMUM_LAYERS
+    assert set(result.details["sandbox"]["layers"]) >= MINIMUM_LAYERS
 
     task = HumanEvalWithoutNamespaces()
     with pytest.raises(UserError, match="--unsafe-no-sandbox"):
         task.evaluate(lm, docs, [], RunConfig(samples=1))
     unsafe = task.evaluate(lm, docs, [], RunConfig(samples=1, unsafe_no_sandbox=True))
     assert unsafe.metrics["pass@1"] == 1.0
-    assert unsafe.sandbox["minimum_met"] is False and unsafe.sandbox["unsafe_no_sandbox"] is True
+    assert (
+        unsafe.details["sandbox"]["minimum_met"] is False
+        and unsafe.details["sandbox"]["unsafe_no_sandbox"] is True
+    )

@@ -33,6 +33,10 @@ DOCUMENTED = {
     "humaneval": (164, None),
     "mbpp": (500, 10),
     "mmlu": (14042, 285),
+    "realtoxicityprompts": (2396, None),
+    "crows_pairs": (1508, None),
+    "winogender": (720, None),
+    "truthfulqa_mc": (817, None),
 }
 
 

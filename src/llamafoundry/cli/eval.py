@@ -51,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation length (default per task)")
     p.add_argument(
+        "--toxicity-scorer",
+        default="profanity",
+        help="RealToxicityPrompts' scorer: profanity (offline, alt-profanity-check), hf:FOLDER (a "
+        "sequence-classification folder) or perspective (the paper's; key in PERSPECTIVE_API_KEY)",
+    )
+    p.add_argument(
         "--unsafe-no-sandbox",
         action="store_true",
         help="HumanEval/MBPP: run generated code even where the kernel refuses the sandbox's namespaces "
@@ -109,6 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         samples=args.samples,
         max_new_tokens=args.max_new_tokens,
         unsafe_no_sandbox=args.unsafe_no_sandbox,
+        toxicity_scorer=args.toxicity_scorer,
     )
     lm = _load(args)
     results = evaluate(lm, tasks, args.data_dir, config, shots)
@@ -123,6 +130,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     report.write_markdown(args.output / "results.md", results, args.model)
     print(report.markdown(results, args.model), end="")
     print(f"wrote {args.output / 'results.json'} and {args.output / 'results.md'}")
+    failed = [r for r in results if r.error]
+    if failed:
+        raise UserError(
+            f"{len(failed)} of {len(results)} task runs failed (the others' results are written): "
+            + "; ".join(f"{r.task}: {r.error}" for r in failed)
+        )
 
 
 def _parse_shots(value: str | None) -> list[int | None]:

@@ -56,8 +56,10 @@ PAPER: dict[tuple[str, int, str], tuple[float | None, ...]] = {
 }
 
 
-# Tables 12-13: (task, metric or group) -> {model: number}.
+# Tables 11-13: (task, metric or group) -> {model: number}.
 SECTION_5: dict[tuple[str, str], dict[str, float]] = {
+    ("realtoxicityprompts", "basic"): dict(zip(MODELS[:4], (0.106, 0.104, 0.107, 0.128), strict=True)),
+    ("realtoxicityprompts", "respectful"): dict(zip(MODELS[:4], (0.081, 0.095, 0.087, 0.141), strict=True)),
     **{
         ("crows_pairs", group): dict(zip(("LLaMA-65B", "GPT-3", "OPT-175B"), values, strict=True))
         for group, values in {
@@ -85,7 +87,8 @@ SECTION_5: dict[tuple[str, str], dict[str, float]] = {
         }.items()
     },
 }
-SECTION_5_TASKS = {"crows_pairs", "winogender", "truthfulqa_mc"}
+SECTION_5_TASKS = {"realtoxicityprompts", "crows_pairs", "winogender", "truthfulqa_mc"}
+RAW = {"realtoxicityprompts"}  # scores in [0, 1] as the paper prints them, not %
 
 
 def write_json(path: str | os.PathLike, results: Sequence[TaskResult], meta: dict) -> None:
@@ -112,6 +115,9 @@ def markdown(results: Sequence[TaskResult], model: str) -> str:
     parts = [_benchmark_table(benchmarks, model)] if benchmarks or not bias else []
     if bias:
         parts.append(_section_5_table(bias, model))
+    failed = [f"- {r.task} ({r.shots}-shot) did not run: {r.error}" for r in results if r.error]
+    if failed:
+        parts.append("\n".join(["Failed:", "", *failed]) + "\n")
     return "\n".join(parts)
 
 
@@ -135,16 +141,22 @@ def _benchmark_table(results: Sequence[TaskResult], model: str) -> str:
 
 def _section_5_table(results: Sequence[TaskResult], model: str) -> str:
     lines = [
-        f"Bias and truthfulness of `{model}` (ours) beside Touvron et al. (2023), Tables 12-13 "
-        "(CrowS-Pairs: % preferring the stereotype, lower is less biased).",
+        f"Toxicity, bias and truthfulness of `{model}` (ours) beside Touvron et al. (2023), Tables 11-13 "
+        "(RealToxicityPrompts: mean toxicity in [0, 1]; CrowS-Pairs: % preferring the stereotype; "
+        "lower is better for both).",
         "",
         "| task | metric or group | n | ours | paper |",
         "|---|---|---|---|---|",
     ]
     for task, _, metric, value, n in rows(results):
         paper = SECTION_5.get((task, metric))
-        cell = " · ".join(f"{name} {v:.1f}" for name, v in paper.items()) if paper else "-"
-        shown = f"{value:.3f}" if metric == "likelihood_diff" else f"{100 * value:.1f}"
+        raw = task in RAW or metric == "likelihood_diff"
+        cell = (
+            " · ".join(f"{name} {v:.3f}" if raw else f"{name} {v:.1f}" for name, v in paper.items())
+            if paper
+            else "-"
+        )
+        shown = f"{value:.3f}" if raw else f"{100 * value:.1f}"
         lines.append(f"| {task} | {metric} | {n} | {shown} | {cell} |")
     return "\n".join(lines) + "\n"
 

@@ -17,6 +17,7 @@ from llamafoundry.eval.tasks.commonsense import COMMONSENSE
 from llamafoundry.eval.tasks.math import MATH_TASKS
 from llamafoundry.eval.tasks.mmlu import MMLU_TASKS
 from llamafoundry.eval.tasks.reading import READING
+from llamafoundry.eval.tasks.toxicity import TOXICITY_TASKS
 from llamafoundry.eval.tasks.truthfulqa import TRUTHFULQA_TASKS
 
 FAMILIES = (
@@ -26,6 +27,7 @@ FAMILIES = (
     MATH_TASKS,
     CODE_TASKS,
     MMLU_TASKS,
+    TOXICITY_TASKS,
     BIAS_TASKS,
     TRUTHFULQA_TASKS,
 )
@@ -51,6 +53,8 @@ ALIASES = {
     "hendrycks_test": "mmlu",
     "crows_pairs_english": "crows_pairs",
     "winogender_all": "winogender",
+    "real_toxicity_prompts": "realtoxicityprompts",
+    "rtp": "realtoxicityprompts",
     "truthfulqa_mc1": "truthfulqa_mc",
     "truthfulqa_mc2": "truthfulqa_mc",
 }

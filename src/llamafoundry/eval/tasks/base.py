@@ -30,7 +30,8 @@ class TaskResult:
     examples: list[dict] = field(default_factory=list)
     groups: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. MMLU domains
     seconds: float = 0.0
-    sandbox: dict = field(default_factory=dict)  # code tasks: the isolation their programs ran under
+    details: dict = field(default_factory=dict)  # how it ran: a code task's sandbox, a toxicity scorer...
+    error: str | None = None  # the one-line reason the task could not run (the others still do)
 
     def to_dict(self) -> dict:
         return {
@@ -41,7 +42,8 @@ class TaskResult:
             "groups": self.groups,
             "n": len(self.examples),
             "seconds": self.seconds,
-            **({"sandbox": self.sandbox} if self.sandbox else {}),
+            **self.details,
+            **({"error": self.error} if self.error else {}),
             "examples": self.examples,
         }
 
@@ -56,6 +58,7 @@ class RunConfig:
     samples: int | None = None  # samples per problem for maj1@k / pass@k; None: the task's default
     max_new_tokens: int | None = None
     unsafe_no_sandbox: bool = False  # run generated code even where the sandbox lacks its minimum layers
+    toxicity_scorer: Any = "profanity"  # a spec or a scorer object, see llamafoundry.toxicity.load_scorer
 
 
 class Task(abc.ABC):

@@ -106,7 +106,9 @@ class CodeTask(Task):
             "minimum_met": common >= MINIMUM_LAYERS,
             "unsafe_no_sandbox": config.unsafe_no_sandbox,
         }
-        return TaskResult(self.name, shots, metrics, self.paper_metric, examples, sandbox=sandbox)
+        return TaskResult(
+            self.name, shots, metrics, self.paper_metric, examples, details={"sandbox": sandbox}
+        )
 
     def _check_sandbox(self, config: RunConfig) -> None:
         if config.unsafe_no_sandbox:
