@@ -52,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-concurrent", type=int, default=64, help="requests in flight before 429 (default 64)"
     )
     p.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        help="largest request body; more gets 413 (default: 32 per token of context + 64 KiB)",
+    )
+    p.add_argument(
         "--chat-template",
         type=Path,
         default=None,
@@ -182,10 +188,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     try:
         import uvicorn
 
-        from llamafoundry.inference.server import Server, ServerLimits, create_app
+        from llamafoundry.inference.server import Server, ServerLimits, check_api_key, create_app
     except ImportError:
         raise UserError("serving needs FastAPI and uvicorn: pip install 'llamafoundry[serve]'") from None
     from llamafoundry.inference.chat import ChatTemplate, load_chat_template
+
+    check_api_key(args.api_key)  # before the model loads
 
     for name in ("max_batch", "max_tokens_limit", "max_concurrent"):
         if getattr(args, name) < 1:
@@ -198,7 +206,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     else:
         template = load_chat_template(args.model) if Path(args.model).is_dir() else ChatTemplate()
     limits = ServerLimits(
-        max_tokens=args.max_tokens_limit, max_concurrent=args.max_concurrent, max_batch=args.max_batch
+        max_tokens=args.max_tokens_limit,
+        max_concurrent=args.max_concurrent,
+        max_batch=args.max_batch,
+        max_request_bytes=args.max_request_bytes,
     )
     name = args.model_name or Path(args.model).name
     server = Server(generator, name, api_key=args.api_key, limits=limits, chat_template=template)

@@ -4,7 +4,8 @@ One background thread owns the model. It takes the waiting requests (oldest firs
 as long as the longest prompt plus the longest output still fit the cache), runs them as one batch
 through `Generator.stream`, and hands each step's text to the request's asyncio queue on the server's
 event loop. A request whose client went away is dropped from the hand-off; when a whole batch is gone,
-decoding it stops.
+decoding it stops. When a batch fails, each of its requests is decoded again alone, so an error that one
+request causes reaches that request only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import asyncio
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+
+import torch
 
 from llamafoundry.inference.generate import Generator, StepEvent
 from llamafoundry.inference.sampling import SamplingParams
@@ -28,6 +31,7 @@ class Request:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False
+    sent: list[int] = field(default_factory=list)  # the tokens of the events handed off so far
 
     def put(self, item: StepEvent | Exception | None) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, item)
@@ -58,6 +62,8 @@ class BatchingEngine:
 
     def submit(self, prompt: list[int], params: SamplingParams) -> Request:
         """Queue a prompt (called on the event loop); read its events from the returned request."""
+        if params.seed is None:  # fixed now, so that decoding it again alone repeats its tokens
+            params = params.replace(seed=int(torch.randint(0, 2**62, ())))
         request = Request(prompt, params, asyncio.get_running_loop())
         with self._wake:
             self._waiting.append(request)
@@ -100,18 +106,34 @@ class BatchingEngine:
         self.batches_run += 1
         self.requests_run += len(batch)
         try:
-            steps = self.generator.stream([r.prompt for r in batch], [r.params for r in batch])
-            for events in steps:
-                for event in events:
-                    request = batch[event.index]
-                    if not request.cancelled:
-                        request.put(event)
-                if all(r.cancelled for r in batch):
-                    steps.close()
-                    break
-        except Exception as exc:  # our bug or a resource error: fail these requests, keep serving
+            self._hand_off(batch)
+        except Exception as exc:  # a request the checks missed, our bug or a resource error
+            if len(batch) == 1:
+                batch[0].put(exc)
+                return
+            # Which request caused it is unknown: decode each again alone, so that only a request that
+            # fails alone gets an error and the others complete.
             for request in batch:
-                request.put(exc)
+                if not request.cancelled:
+                    self._decode([request])
             return
         for request in batch:
             request.put(None)
+
+    def _hand_off(self, batch: list[Request]) -> None:
+        """Decode the batch, handing each request the events it has not had yet."""
+        steps = self.generator.stream([r.prompt for r in batch], [r.params for r in batch])
+        counts = [0] * len(batch)  # events per request in this decoding
+        for events in steps:
+            for event in events:
+                request, done = batch[event.index], counts[event.index]
+                counts[event.index] += 1
+                if done < len(request.sent):  # handed off by a batch that failed later
+                    if event.token != request.sent[done]:
+                        raise RuntimeError("decoding the request again gave other tokens; send it again")
+                elif not request.cancelled:
+                    request.sent.append(event.token)
+                    request.put(event)
+            if all(r.cancelled for r in batch):
+                steps.close()
+                return

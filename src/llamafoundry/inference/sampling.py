@@ -17,10 +17,19 @@ import torch
 
 from llamafoundry.errors import UserError
 
+# What torch.Generator.manual_seed accepts (negative seeds wrap around as two's complement).
+SEED_RANGE = (-(2**63), 2**64 - 1)
+# Two orders of magnitude either side of off (CTRL used 1.2): far beyond, float32 logits overflow to inf
+# and the softmax gives NaN.
+PENALTY_RANGE = (0.01, 100.0)
+# Below this temperature sampling is greedy: dividing logits by a denormal turns them into inf and the
+# softmax into NaN (vLLM draws the same line).
+GREEDY_BELOW = 1e-5
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """The settings of one request. `temperature=0` is greedy decoding."""
+    """The settings of one request. `temperature=0` (anything below 1e-5) is greedy decoding."""
 
     max_new_tokens: int = 256
     temperature: float = 0.0
@@ -48,10 +57,14 @@ class SamplingParams:
             return f"top_k must be an integer >= 0, got {self.top_k!r}"
         if not 0 < self.top_p <= 1:
             return f"top_p must be in (0, 1], got {self.top_p}"
-        if not math.isfinite(self.repetition_penalty) or self.repetition_penalty <= 0:
-            return f"repetition_penalty must be > 0, got {self.repetition_penalty}"
+        low, high = PENALTY_RANGE
+        if not low <= self.repetition_penalty <= high:  # NaN fails too
+            return f"repetition_penalty must be from {low} to {high} (1: off), got {self.repetition_penalty}"
         if any(not isinstance(s, str) or not s for s in self.stop):
             return "stop strings must be non-empty strings"
+        low, high = SEED_RANGE  # a seed beyond them fails the whole batch it is decoded in
+        if self.seed is not None and (not isinstance(self.seed, int) or not low <= self.seed <= high):
+            return f"seed must be an integer from {low} to {high}, got {self.seed!r}"
         return None
 
     def replace(self, **changes: object) -> SamplingParams:
@@ -59,7 +72,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < GREEDY_BELOW
 
 
 class Sampler:
@@ -78,7 +91,10 @@ class Sampler:
         column = lambda values: torch.tensor(values, dtype=torch.float32, device=device).unsqueeze(1)  # noqa: E731
         self.penalty = column([p.repetition_penalty for p in self.params])
         self.temperature = column([p.temperature if not p.greedy else 1.0 for p in self.params])
-        self.top_k = torch.tensor([p.top_k or vocab_size for p in self.params], device=device)
+        # A top_k beyond the vocabulary keeps every token (and would overflow an int64 tensor).
+        self.top_k = torch.tensor(
+            [min(p.top_k, vocab_size) or vocab_size for p in self.params], device=device
+        )
         self.top_p = column([p.top_p for p in self.params])
         # Without top-k or top-p the cut is a full sort of the vocabulary that keeps every token: at 64
         # rows of 32,000 it cost 2.5x the sampling itself.
