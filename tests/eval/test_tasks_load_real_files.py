@@ -36,6 +36,7 @@ DOCUMENTED = {
     "realtoxicityprompts": (2396, None),
     "crows_pairs": (1508, None),
     "winogender": (720, None),
+    "truthfulqa": (817, None),
     "truthfulqa_mc": (817, None),
 }
 

@@ -180,7 +180,7 @@ def test_perspective_client_sends_the_api_request_and_retries_on_429(perspective
 
 
 def test_perspective_errors_are_one_clear_line(perspective_url: str, monkeypatch):
-    with pytest.raises(UserError, match="refused the request \\(403: API key not valid.\\)"):
+    with pytest.raises(UserError, match="Perspective API refused the request \\(403: API key not valid.\\)"):
         PerspectiveScorer(key="bad", url=perspective_url, qps=100).score(["hello"])
     FakePerspective.throttle = 10
     with pytest.raises(UserError, match="still answers 429 after 2 retries"):

@@ -10,26 +10,22 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import socket
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from llamafoundry.checkpoint import load_model
 from llamafoundry.errors import UserError
 from llamafoundry.inference.engine import BatchingEngine
 from llamafoundry.inference.generate import Generator, StepEvent
 from llamafoundry.inference.sampling import SamplingParams
-from llamafoundry.inference.server import Server, ServerLimits, create_app
-from tests.helpers import assert_user_error
+from llamafoundry.inference.server import Server, ServerLimits
+from tests.helpers import assert_user_error, serving
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-test"
@@ -60,27 +56,6 @@ def generator(folder: Path) -> Generator:
     """A generator of its own (the module's server decodes with another)."""
     model, tokenizer, _ = load_model(folder)
     return Generator(model, tokenizer, max_seq_len=CONTEXT)
-
-
-@contextmanager
-def serving(server: Server) -> Iterator[str]:
-    """The app on a free port of 127.0.0.1, in a thread; yields its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning")
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not running.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        running.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sequence-classification folder) or perspective (the paper's; key in PERSPECTIVE_API_KEY)",
     )
     p.add_argument(
+        "--judge",
+        default=None,
+        help="TruthfulQA's truthfulness judge: hf:FOLDER (a sequence-classification folder) or "
+        "openai:URL[#MODEL] (an OpenAI-compatible completions endpoint, key in JUDGE_API_KEY)",
+    )
+    p.add_argument(
+        "--info-judge", default=None, help="TruthfulQA's informativeness judge (default: the --judge spec)"
+    )
+    p.add_argument(
         "--unsafe-no-sandbox",
         action="store_true",
         help="HumanEval/MBPP: run generated code even where the kernel refuses the sandbox's namespaces "
@@ -116,6 +125,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         max_new_tokens=args.max_new_tokens,
         unsafe_no_sandbox=args.unsafe_no_sandbox,
         toxicity_scorer=args.toxicity_scorer,
+        judge=args.judge,
+        info_judge=args.info_judge,
     )
     lm = _load(args)
     results = evaluate(lm, tasks, args.data_dir, config, shots)

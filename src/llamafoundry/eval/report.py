@@ -56,7 +56,7 @@ PAPER: dict[tuple[str, int, str], tuple[float | None, ...]] = {
 }
 
 
-# Tables 11-13: (task, metric or group) -> {model: number}.
+# Tables 11-14: (task, metric or group) -> {model: number}.
 SECTION_5: dict[tuple[str, str], dict[str, float]] = {
     ("realtoxicityprompts", "basic"): dict(zip(MODELS[:4], (0.106, 0.104, 0.107, 0.128), strict=True)),
     ("realtoxicityprompts", "respectful"): dict(zip(MODELS[:4], (0.081, 0.095, 0.087, 0.141), strict=True)),
@@ -76,6 +76,15 @@ SECTION_5: dict[tuple[str, str], dict[str, float]] = {
         }.items()
     },
     **{
+        ("truthfulqa", metric): dict(
+            zip((*MODELS[:4], "GPT-3 1.3B", "GPT-3 6B", "GPT-3 175B"), values, strict=True)
+        )
+        for metric, values in {
+            "truthful": (0.33, 0.47, 0.52, 0.57, 0.31, 0.22, 0.28),
+            "truthful*informative": (0.29, 0.41, 0.48, 0.53, 0.19, 0.19, 0.25),
+        }.items()
+    },
+    **{
         ("winogender", group): dict(zip(MODELS[:4], values, strict=True))
         for group, values in {
             "acc": (66.0, 64.7, 69.0, 77.5),
@@ -87,8 +96,8 @@ SECTION_5: dict[tuple[str, str], dict[str, float]] = {
         }.items()
     },
 }
-SECTION_5_TASKS = {"realtoxicityprompts", "crows_pairs", "winogender", "truthfulqa_mc"}
-RAW = {"realtoxicityprompts"}  # scores in [0, 1] as the paper prints them, not %
+SECTION_5_TASKS = {"realtoxicityprompts", "crows_pairs", "winogender", "truthfulqa", "truthfulqa_mc"}
+RAW = {"realtoxicityprompts", "truthfulqa"}  # in [0, 1] as the paper prints them, not %
 
 
 def write_json(path: str | os.PathLike, results: Sequence[TaskResult], meta: dict) -> None:
@@ -141,9 +150,9 @@ def _benchmark_table(results: Sequence[TaskResult], model: str) -> str:
 
 def _section_5_table(results: Sequence[TaskResult], model: str) -> str:
     lines = [
-        f"Toxicity, bias and truthfulness of `{model}` (ours) beside Touvron et al. (2023), Tables 11-13 "
+        f"Toxicity, bias and truthfulness of `{model}` (ours) beside Touvron et al. (2023), Tables 11-14 "
         "(RealToxicityPrompts: mean toxicity in [0, 1]; CrowS-Pairs: % preferring the stereotype; "
-        "lower is better for both).",
+        "lower is better for both; TruthfulQA: share of answers the judges pass).",
         "",
         "| task | metric or group | n | ours | paper |",
         "|---|---|---|---|---|",

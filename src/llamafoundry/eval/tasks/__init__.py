@@ -39,6 +39,7 @@ GROUPS: dict[str, list[str]] = {
     "math_reasoning": [t.name for t in MATH_TASKS],  # Table 7 (the task "math" is MATH alone)
     "code": [t.name for t in CODE_TASKS],  # Table 8
     "bias": [t.name for t in BIAS_TASKS],  # Tables 12-13
+    "safety": ["realtoxicityprompts", "crows_pairs", "winogender", "truthfulqa"],  # Tables 11-14
     "paper": list(TASKS),
 }
 ALIASES = {
@@ -55,6 +56,7 @@ ALIASES = {
     "winogender_all": "winogender",
     "real_toxicity_prompts": "realtoxicityprompts",
     "rtp": "realtoxicityprompts",
+    "truthfulqa_gen": "truthfulqa",
     "truthfulqa_mc1": "truthfulqa_mc",
     "truthfulqa_mc2": "truthfulqa_mc",
 }

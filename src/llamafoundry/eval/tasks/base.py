@@ -59,6 +59,8 @@ class RunConfig:
     max_new_tokens: int | None = None
     unsafe_no_sandbox: bool = False  # run generated code even where the sandbox lacks its minimum layers
     toxicity_scorer: Any = "profanity"  # a spec or a scorer object, see llamafoundry.toxicity.load_scorer
+    judge: Any = None  # TruthfulQA's truthfulness judge: a spec or a judge, see eval/judges.py
+    info_judge: Any = None  # its informativeness judge; None: the same as `judge`
 
 
 class Task(abc.ABC):

@@ -1,5 +1,10 @@
 """TruthfulQA (Lin et al., 2022; Sec. 5.4): questions that some humans answer falsely.
 
+`truthfulqa` is the paper's setting (Table 14): after the QA prompt of Ouyang et al. (2022), the model
+answers each question greedily (to the first blank line), and judges (`eval/judges.py`, `--judge`,
+`--info-judge`) decide whether each answer is truthful and whether it is informative; the metrics are the
+share of truthful answers and of answers both truthful and informative.
+
 `truthfulqa_mc` is the multiple-choice setting, which needs no judge: after the QA prompt of Ouyang et
 al. (2022) (six question-answer pairs, as lm-evaluation-harness's truthfulqa_mc1/mc2), each answer is scored
 as the continuation of "A:". MC1: is the one true answer the likeliest of its set? MC2: the share of
@@ -9,14 +14,17 @@ probability that the set's true answers get, normalised over the set. The 817 qu
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
 
 from llamafoundry.errors import UserError
+from llamafoundry.eval.judges import judge_prompt, load_judge
 from llamafoundry.eval.lm import LM
 from llamafoundry.eval.tasks.base import Doc, RunConfig, Task, TaskResult, from_hub, nonempty, require
 from llamafoundry.eval.tasks.multiple_choice import argmax, mean
+from llamafoundry.inference.sampling import SamplingParams
 
 QA_PROMPT = (
     "Q: What is human life expectancy in the United States?\n"
@@ -108,4 +116,58 @@ class TruthfulQAMultipleChoice(Task):
         return TaskResult(self.name, 0, metrics, self.paper_metric, examples)
 
 
-TRUTHFULQA_TASKS: list[Task] = [TruthfulQAMultipleChoice()]
+class TruthfulQA(Task):
+    """The generation setting the paper reports: % truthful and % truthful and informative, by judges."""
+
+    name = "truthfulqa"
+    paper_metric = "truthful"
+
+    def docs(self, data_dir: Path | None) -> list[Doc]:
+        if data_dir is None:
+            return from_hub("truthfulqa/truthful_qa", "generation", "validation", self.from_row)
+        path = require(data_dir, "truthfulqa/v1_oct2021/TruthfulQA.csv", "truthfulqa/TruthfulQA.csv")
+        with open(path, encoding="utf-8-sig", newline="") as f:  # the official file starts with a BOM
+            rows = list(csv.DictReader(f))
+        try:
+            return nonempty([self.from_row(row, i) for i, row in enumerate(rows)], path)
+        except KeyError as exc:
+            raise UserError(f"{path} has no {exc} column; is it TruthfulQA.csv?") from None
+
+    @staticmethod
+    def from_row(row: dict, index: int) -> Doc:
+        return {"id": f"truthfulqa-{index}", "question": row.get("Question", row.get("question", ""))}
+
+    def evaluate(self, lm: LM, docs: list[Doc], pool: list[Doc], config: RunConfig) -> TaskResult:
+        if self.shots(config):
+            raise UserError("truthfulqa has its own fixed six-example QA prompt; drop --shots")
+        if config.judge is None:
+            raise UserError(
+                "truthfulqa needs a judge: --judge hf:FOLDER or --judge openai:URL[#MODEL] (truthfulqa_mc needs none)"
+            )
+        truth = load_judge(config.judge)  # before generating: a bad judge spec fails fast
+        info = load_judge(config.info_judge if config.info_judge is not None else config.judge)
+        params = SamplingParams(config.max_new_tokens or 50, stop=("\n\n", "\nQ:"))
+        answers = [
+            a.strip() for a in lm.generate([(qa_prompt(d["question"]), params) for d in docs], self.name)
+        ]
+        pairs = [(d["question"], a) for d, a in zip(docs, answers, strict=True)]
+        truthful = truth.judge([judge_prompt(q, a, "truthful") for q, a in pairs])
+        informative = info.judge([judge_prompt(q, a, "informative") for q, a in pairs])
+        examples = [
+            {
+                "id": d["id"],
+                "answer": a,
+                "truthful": float(t),
+                "informative": float(i),
+                "truthful*informative": float(t and i),
+            }
+            for d, a, t, i in zip(docs, answers, truthful, informative, strict=True)
+        ]
+        metrics = {
+            m: mean([e[m] for e in examples]) for m in ("truthful", "truthful*informative", "informative")
+        }
+        details = {"judges": {"truthful": truth.name, "informative": info.name}}
+        return TaskResult(self.name, 0, metrics, self.paper_metric, examples, details=details)
+
+
+TRUTHFULQA_TASKS: list[Task] = [TruthfulQA(), TruthfulQAMultipleChoice()]
