@@ -1,5 +1,5 @@
 """Filter stages (Sec. 2.1): dedup, language id, quality heuristics, perplexity, the Wikipedia-reference
-classifier, licenses. A recipe names a stage by its key here; each is imported only when a run uses it."""
+classifier, licenses, and (beyond the paper) toxicity. A recipe names a stage by its key here; each is imported only when a run uses it."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ STAGES = {
     "license": "llamafoundry.data.filters.license:LicenseFilter",
     "perplexity": "llamafoundry.data.filters.perplexity:PerplexityFilter",
     "wiki_classifier": "llamafoundry.data.filters.classifier:ReferenceClassifier",
+    "toxicity": "llamafoundry.data.filters.toxicity:ToxicityFilter",
 }
 
 
