@@ -58,6 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="largest request body; more gets 413 (default: 32 per token of context + 64 KiB)",
     )
     p.add_argument(
+        "--moderation",
+        metavar="SCORER[:THRESHOLD]",
+        default=None,
+        help="score completions with a toxicity scorer (profanity, hf:FOLDER, perspective) and withhold "
+        "those at the threshold (default 0.5): finish_reason content_filter; off by default",
+    )
+    p.add_argument(
         "--chat-template",
         type=Path,
         default=None,
@@ -188,12 +195,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
     try:
         import uvicorn
 
-        from llamafoundry.inference.server import Server, ServerLimits, check_api_key, create_app
+        from llamafoundry.inference.server import Moderation, Server, ServerLimits, check_api_key, create_app
     except ImportError:
         raise UserError("serving needs FastAPI and uvicorn: pip install 'llamafoundry[serve]'") from None
     from llamafoundry.inference.chat import ChatTemplate, load_chat_template
 
     check_api_key(args.api_key)  # before the model loads
+    moderation = Moderation.parse(args.moderation) if args.moderation else None
 
     for name in ("max_batch", "max_tokens_limit", "max_concurrent"):
         if getattr(args, name) < 1:
@@ -212,7 +220,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         max_request_bytes=args.max_request_bytes,
     )
     name = args.model_name or Path(args.model).name
-    server = Server(generator, name, api_key=args.api_key, limits=limits, chat_template=template)
+    server = Server(
+        generator, name, api_key=args.api_key, limits=limits, chat_template=template, moderation=moderation
+    )
     print(
         f"serving {name} on http://{args.host}:{args.port}/v1 (context {generator.max_seq_len} tokens)",
         file=sys.stderr,

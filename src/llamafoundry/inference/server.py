@@ -71,6 +71,36 @@ def check_api_key(key: str | None) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Moderation:
+    """Completions a toxicity scorer (`llamafoundry.toxicity`) scores at `threshold` or more end with
+    finish_reason "content_filter" (OpenAI's value) and are not returned. Streams release text only after
+    the completion so far has been scored, every `window` characters and at the end."""
+
+    scorer: Any
+    threshold: float = 0.5
+    window: int = 64
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise UserError(f"--moderation threshold must be in (0, 1], got {self.threshold}")
+
+    @classmethod
+    def parse(cls, spec: str) -> Moderation:
+        """`SCORER[:THRESHOLD]`, e.g. `profanity`, `profanity:0.8`, `hf:models/toxic-bert:0.7`."""
+        from llamafoundry.toxicity import load_scorer
+
+        scorer, _, last = spec.rpartition(":")
+        try:
+            threshold = float(last)
+        except ValueError:
+            scorer, threshold = spec, 0.5
+        return cls(load_scorer(scorer), threshold)
+
+    def blocks(self, text: str) -> bool:
+        return self.scorer.score([text])[0] >= self.threshold
+
+
 class APIError(Exception):
     def __init__(
         self,
@@ -177,6 +207,7 @@ class Server:
         api_key: str | None = None,
         limits: ServerLimits | None = None,
         chat_template: ChatTemplate | None = None,
+        moderation: Moderation | None = None,
     ) -> None:
         if generator.tokenizer is None:
             raise UserError(
@@ -187,6 +218,7 @@ class Server:
         self.limits = limits or ServerLimits()
         self.max_request_bytes = self.limits.request_bytes(generator.max_seq_len)
         self.chat_template = chat_template or ChatTemplate()
+        self.moderation = moderation
         self.engine = BatchingEngine(generator, self.limits.max_batch)
         self.in_flight = 0
         self.created = int(time.time())
@@ -432,7 +464,7 @@ async def _respond(
     if stream:
         return StreamingResponse(_stream(server, http, requests, meta, chat), media_type="text/event-stream")
     try:
-        results = [await _collect(r) for r in requests]
+        results = [await _collect(server, r) for r in requests]
     finally:
         _release(server, requests)
     choices = []
@@ -478,13 +510,36 @@ async def _events(request: Any) -> AsyncIterator[StepEvent]:
         yield item
 
 
-async def _collect(request: Any) -> tuple[str, str | None, int]:
+async def _chunks(server: Server, request: Any) -> AsyncIterator[tuple[str, str | None, int]]:
+    """(text, finish_reason, tokens) pieces of a request's completion. Under moderation, text is held
+    until the completion so far has been scored (every `window` characters, and at the end); a
+    completion that scores at the threshold ends there with "content_filter", its held text dropped."""
+    moderation = server.moderation
+    if moderation is None:
+        async for event in _events(request):
+            yield event.text, event.finish_reason, 1
+        return
+    released, held, tokens = "", "", 0
+    async for event in _events(request):
+        held += event.text
+        tokens += 1
+        if event.finish_reason is None and len(held) < moderation.window:
+            continue
+        if await run_in_threadpool(moderation.blocks, released + held):
+            request.cancelled = True  # stop decoding what will never be returned
+            yield "", "content_filter", tokens
+            return
+        yield held, event.finish_reason, tokens
+        released, held, tokens = released + held, "", 0
+
+
+async def _collect(server: Server, request: Any) -> tuple[str, str | None, int]:
     """(text, finish_reason, generated tokens) of a finished request."""
     parts, reason, count = [], None, 0
-    async for event in _events(request):
-        parts.append(event.text)
-        count += 1
-        reason = event.finish_reason or reason
+    async for text, finish, tokens in _chunks(server, request):
+        parts.append(text)
+        count += tokens
+        reason = finish or reason
     return "".join(parts), reason, count
 
 
@@ -508,23 +563,14 @@ async def _stream(
                         ],
                     }
                 )
-            async for event in _events(request):
+            async for text, finish, _ in _chunks(server, request):
                 if await http.is_disconnected():
                     return
-                if event.text or event.finish_reason:
+                if text or finish:
                     choice = (
-                        {
-                            "index": index,
-                            "delta": {"content": event.text} if event.text else {},
-                            "finish_reason": event.finish_reason,
-                        }
+                        {"index": index, "delta": {"content": text} if text else {}, "finish_reason": finish}
                         if chat
-                        else {
-                            "index": index,
-                            "text": event.text,
-                            "finish_reason": event.finish_reason,
-                            "logprobs": None,
-                        }
+                        else {"index": index, "text": text, "finish_reason": finish, "logprobs": None}
                     )
                     yield _sse({**meta, "object": kind, "choices": [choice]})
         yield "data: [DONE]\n\n"
