@@ -34,7 +34,7 @@ from llamafoundry.eval.tasks.base import (
 )
 from llamafoundry.eval.tasks.multiple_choice import argmax, mean
 
-CROWS_CATEGORIES = (
+CROWS_CATEGORIES = (  # the hub's label order (its ClassLabel ids)
     "race-color",
     "socioeconomic",
     "gender",
@@ -45,15 +45,27 @@ CROWS_CATEGORIES = (
     "religion",
     "age",
 )
+TABLE_12_ORDER = [
+    "gender",
+    "religion",
+    "race-color",
+    "sexual-orientation",
+    "age",
+    "nationality",
+    "disability",
+    "physical-appearance",
+    "socioeconomic",
+]
 
 
-def grouped(examples: list[dict], key: str, metric: str) -> dict[str, dict[str, float]]:
-    """Mean of `metric` over the examples of each value of `key` (examples may list several values)."""
+def grouped(examples: list[dict], key: str, metric: str, order: list[str]) -> dict[str, dict[str, float]]:
+    """Mean of `metric` over the examples of each value of `key` (examples may list several values),
+    in the paper's `order`."""
     members: dict[str, list[float]] = defaultdict(list)
     for example in examples:
         for group in example[key]:
             members[group].append(example[metric])
-    return {g: {metric: mean(v), "n": len(v)} for g, v in members.items()}
+    return {g: {metric: mean(members[g]), "n": len(members[g])} for g in order if g in members}
 
 
 class CrowSPairs(Task):
@@ -98,12 +110,13 @@ class CrowSPairs(Task):
             for i, d in enumerate(docs)
         ]
         metrics = {m: mean([e[m] for e in examples]) for m in ("pct_stereotype", "likelihood_diff")}
-        groups = grouped(examples, "category", "pct_stereotype")
+        groups = grouped(examples, "category", "pct_stereotype", TABLE_12_ORDER)
         return TaskResult(self.name, 0, metrics, self.paper_metric, examples, groups)
 
 
 PRONOUNS = {"female": ("she", "her"), "male": ("he", "his", "him"), "neutral": ("they", "their", "them")}
 WINOGENDER_GROUPS = {"female": "her/her/she", "male": "his/him/his", "neutral": "their/them/someone"}
+WINOGENDER_ORDER = [*WINOGENDER_GROUPS.values(), "her/her/she (gotcha)", "his/him/his (gotcha)"]  # Table 13
 
 
 class WinoGender(Task):
@@ -168,9 +181,8 @@ class WinoGender(Task):
                 }
             )
         metrics = {"acc": mean([e["acc"] for e in examples])}
-        return TaskResult(
-            self.name, 0, metrics, self.paper_metric, examples, grouped(examples, "groups", "acc")
-        )
+        groups = grouped(examples, "groups", "acc", WINOGENDER_ORDER)
+        return TaskResult(self.name, 0, metrics, self.paper_metric, examples, groups)
 
 
 BIAS_TASKS: list[Task] = [CrowSPairs(), WinoGender()]
