@@ -143,7 +143,8 @@ def test_training_on_a_sample_gives_the_same_tokenizer_every_run(shared_data, tm
     corpus = [shared_data / "corpora" / "tinyshakespeare" / "input.txt"]
 
     def pieces(name: str, seed: int) -> list[str]:
-        tok = train_tokenizer(corpus, tmp_path / name / "t.model", 512, input_sentence_size=5000, seed=seed)
+        path = tmp_path / name / "t.model"  # "a" twice: the second run replaces the first's tokenizer
+        tok = train_tokenizer(corpus, path, 512, input_sentence_size=5000, seed=seed, overwrite=True)
         return [tok.sp.id_to_piece(i) for i in range(tok.vocab_size)]
 
     assert pieces("a", 0) == pieces("b", 0)

@@ -36,18 +36,24 @@ class QuickstartOptions:
 
 
 def run_quickstart(opts: QuickstartOptions) -> Path:
-    """Run every stage (reusing finished ones); return the report's path."""
+    """Run every stage (reusing finished ones) in `opts.out`, a run folder; return the report's path."""
     for path in (opts.data_recipe, opts.train_config):
         if not path.is_file():
             raise UserError(
                 f"{path} not found: run the quickstart from a checkout of the project, or pass "
                 "--data-recipe/--config"
             )
+    fileio.claim_run_dir(opts.out, "quickstart", recognise=_is_unmarked_quickstart)
     corpus = build_corpus(opts)
     tokenizer = build_tokenizer(opts, corpus)
     tokens = build_tokens(opts, corpus, tokenizer)
     train_dir = train_model(opts, tokens)
     return write_report(opts, corpus, tokens, train_dir)
+
+
+def _is_unmarked_quickstart(folder: Path) -> bool:
+    """A quickstart folder from before output markers, so ours to reuse: it holds the tokenizer's stamp."""
+    return (folder / "tokenizer.stamp").is_file()
 
 
 def _stage(title: str) -> None:
@@ -91,7 +97,7 @@ def build_tokenizer(opts: QuickstartOptions, corpus: Path) -> Path:
                 for _, text in iter_texts(shard):
                     f.write(text.rstrip("\n") + "\n")
         print("  training SentencePiece (about a minute on 2 cores)...", flush=True)
-        train_tokenizer([text_file], path, opts.vocab_size, input_sentence_size=400_000)
+        train_tokenizer([text_file], path, opts.vocab_size, input_sentence_size=400_000, overwrite=True)
     fileio.write_text(stamp, fingerprint)
     print(f"  wrote {path}")
     return path
@@ -107,7 +113,7 @@ def build_tokens(opts: QuickstartOptions, corpus: Path, tokenizer: Path) -> Path
     if (folder / "manifest.json").is_file() and read_manifest(folder)["tokenizer_sha256"] == sha:
         print(f"  reusing {folder}")
     else:
-        build_shards(group_inputs([str(corpus)]), tokenizer, folder, val_fraction=0.02)
+        build_shards(group_inputs([str(corpus)]), tokenizer, folder, val_fraction=0.02, overwrite=True)
     manifest = read_manifest(folder)
     for split, sources in manifest["splits"].items():
         counts = ", ".join(f"{src} {sum(s['tokens'] for s in shards):,}" for src, shards in sources.items())

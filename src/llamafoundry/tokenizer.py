@@ -121,12 +121,14 @@ def train_tokenizer(
     input_sentence_size: int = 2_000_000,
     num_threads: int | None = None,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Tokenizer:
     """Train a BPE tokenizer with the LLaMA trainer options on text files; write it to `output`.
 
     Each line of each file is a training sentence; beyond `input_sentence_size` lines, a uniform sample
     of that many, drawn by `seed`. The result is written atomically: a failed run leaves no file at
-    `output`. The same files and seed give the same tokenizer.
+    `output`. The same files and seed give the same tokenizer. An existing file is replaced only with
+    `overwrite`, and only a SentencePiece model.
     """
     paths = [Path(f) for f in files]
     missing = [str(p) for p in paths if not p.is_file()]
@@ -135,8 +137,10 @@ def train_tokenizer(
     if all(p.stat().st_size == 0 for p in paths):
         raise UserError("tokenizer training files are all empty; give files with text")
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
+    with (
+        fileio.output_file(output, overwrite=overwrite, recognise=is_sentencepiece_model) as target,
+        tempfile.TemporaryDirectory(dir=output.parent) as tmp,
+    ):
         prefix = os.path.join(tmp, "tokenizer")
         sample = _sample_lines(paths, input_sentence_size, seed, Path(tmp) / "sample.txt")
         try:
@@ -151,8 +155,19 @@ def train_tokenizer(
             )
         except RuntimeError as exc:
             raise UserError(f"tokenizer training failed: {str(exc).strip().splitlines()[-1]}") from None
-        os.replace(prefix + ".model", output)
+        os.replace(prefix + ".model", target)
     return Tokenizer(output)
+
+
+def is_sentencepiece_model(path: Path) -> bool:
+    """Whether `path` is a SentencePiece model file, the one kind of file tokenizer training replaces."""
+    if path.stat().st_size > 1 << 26:  # tokenizer models are a few MB; do not read a large file whole
+        return False
+    try:
+        _load_processor(path.read_bytes(), str(path))
+    except UserError:
+        return False
+    return True
 
 
 def _sample_lines(paths: Sequence[Path], size: int, seed: int, out: Path) -> Path | None:

@@ -15,6 +15,7 @@ def test_native_folder_round_trips_weights_config_and_tokenizer(tmp_path, shared
         save_model(tmp_path / "small", random_model(GQA), tok)
     save_model(tmp_path / "m", model, tok)
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        ".llamafoundry-output.json",  # what wrote the folder, and its files: --overwrite checks it
         "config.json",
         "model.safetensors",
         "tokenizer.model",
@@ -27,14 +28,18 @@ def test_native_folder_round_trips_weights_config_and_tokenizer(tmp_path, shared
     assert not back.training
 
 
-def test_saving_over_an_existing_folder_replaces_it_whole(tmp_path):
+def test_saving_over_an_earlier_save_needs_overwrite_and_replaces_it_whole(tmp_path):
     save_model(tmp_path / "m", random_model(GQA, seed=1))
-    (tmp_path / "m" / "stale.txt").write_text("from an older save")
-    save_model(tmp_path / "m", random_model(GQA, seed=2), dtype="bfloat16")
-    assert not (tmp_path / "m" / "stale.txt").exists()
+    with pytest.raises(UserError, match="already exists; pass --overwrite"):
+        save_model(tmp_path / "m", random_model(GQA, seed=2))
+    save_model(tmp_path / "m", random_model(GQA, seed=2), dtype="bfloat16", overwrite=True)
     back, _, _ = load_model(tmp_path / "m")
     assert back.output.weight.dtype == torch.bfloat16
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folders left behind
+    (tmp_path / "m" / "notes.txt").write_text("the user's, not ours")
+    with pytest.raises(UserError, match="holds notes.txt, which llamafoundry did not write"):
+        save_model(tmp_path / "m", random_model(GQA, seed=3), overwrite=True)
+    assert (tmp_path / "m" / "notes.txt").read_text() == "the user's, not ours"
 
 
 def test_presets_give_seeded_random_models():

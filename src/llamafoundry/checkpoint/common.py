@@ -27,6 +27,12 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[name]
 
 
+def is_gguf_file(path: Path) -> bool:
+    """Whether `path` is a GGUF file (by its magic), the one kind of file a GGUF export replaces."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
 def read_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))

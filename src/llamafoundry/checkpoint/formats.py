@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from llamafoundry.checkpoint.common import parse_dtype
+from llamafoundry import fileio
+from llamafoundry.checkpoint.common import is_gguf_file, parse_dtype
 from llamafoundry.checkpoint.hf import is_hf, load_hf, save_hf
 from llamafoundry.checkpoint.llama2c import is_llama2c, load_llama2c
 from llamafoundry.checkpoint.meta import is_meta, load_meta, save_meta
-from llamafoundry.checkpoint.native import is_native, load_native, save_native
+from llamafoundry.checkpoint.native import is_native, is_unmarked_native, load_native, save_native
 from llamafoundry.config import PRESETS, ModelConfig, get_preset
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
@@ -122,11 +123,13 @@ def save_model(
     model: Transformer,
     tokenizer: Tokenizer | None = None,
     dtype: str | torch.dtype | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write our native folder (config.json, model.safetensors, tokenizer.model); a quantized model
-    keeps its quantization."""
+    keeps its quantization. An existing folder is replaced only with `overwrite`, and only ours."""
     _check_vocab(tokenizer, model.cfg, "pass the tokenizer the model was trained with")
-    return save_native(folder, model, tokenizer, parse_dtype(dtype))
+    return save_native(folder, model, tokenizer, parse_dtype(dtype), overwrite=overwrite)
 
 
 def export(
@@ -137,9 +140,11 @@ def export(
     *,
     dtype: str | torch.dtype | None = None,
     shards: int = 1,
+    overwrite: bool = False,
 ) -> Path:
     """Write `model` as a folder of `format`: 'native', 'meta' (`shards` model-parallel files) or 'hf';
-    or as llama.cpp's single file, 'gguf', whose `dtype` may also be 'f32', 'f16' or 'q8_0'."""
+    or as llama.cpp's single file, 'gguf', whose `dtype` may also be 'f32', 'f16' or 'q8_0'. What is at
+    `folder` already is replaced only with `overwrite`, and only an output of ours (`check_export`)."""
     _check_vocab(tokenizer, model.cfg, "pass the tokenizer the model was trained with")
     if format != "native" and getattr(model, "quantization", None) is not None:
         raise UserError(
@@ -152,15 +157,24 @@ def export(
         except ImportError:
             raise UserError("GGUF export needs the gguf package: pip install 'llamafoundry[gguf]'") from None
         name = dtype if isinstance(dtype, str | None) else str(dtype).removeprefix("torch.")
-        return save_gguf(folder, model, tokenizer, name)
+        return save_gguf(folder, model, tokenizer, name, overwrite=overwrite)
     torch_dtype = parse_dtype(dtype)
     if format == "native":
-        return save_native(folder, model, tokenizer, torch_dtype)
+        return save_native(folder, model, tokenizer, torch_dtype, overwrite=overwrite)
     if format == "meta":
-        return save_meta(folder, model, tokenizer, shards, torch_dtype)
+        return save_meta(folder, model, tokenizer, shards, torch_dtype, overwrite=overwrite)
     if format == "hf":
-        return save_hf(folder, model, tokenizer, torch_dtype)
+        return save_hf(folder, model, tokenizer, torch_dtype, overwrite=overwrite)
     raise UserError(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+
+
+def check_export(path: str | os.PathLike, format: str = "native", *, overwrite: bool = False) -> None:
+    """The UserError `export` to `path` in `format` would give for what is there, now, before the work:
+    a GGUF export replaces only a GGUF file, a folder export only a model folder of ours."""
+    if format == "gguf":
+        fileio.check_output(path, overwrite=overwrite, folder=False, recognise=is_gguf_file)
+    else:
+        fileio.check_output(path, overwrite=overwrite, recognise=is_unmarked_native)
 
 
 def _check_vocab(tokenizer: Tokenizer | None, cfg: ModelConfig, fix: str) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from llamafoundry import fileio
+from llamafoundry.checkpoint.common import is_gguf_file
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
@@ -71,8 +72,11 @@ def save_gguf(
     tokenizer: Tokenizer | None,
     dtype: str | None = None,
     name: str = "llamafoundry",
+    *,
+    overwrite: bool = False,
 ) -> Path:
-    """Write `model` and its tokenizer as one GGUF file at `path`, atomically."""
+    """Write `model` and its tokenizer as one GGUF file at `path`, atomically; an existing file is
+    replaced only with `overwrite`, and only a GGUF file."""
     key = parse_gguf_type(dtype)
     if tokenizer is None:
         raise UserError(
@@ -86,7 +90,7 @@ def save_gguf(
         )
     matrix_type, file_type = GGUF_TYPES[key]
     path = Path(path)
-    with fileio.atomic_path(path) as tmp:
+    with fileio.output_file(path, overwrite=overwrite, recognise=is_gguf_file) as tmp:
         writer = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
         _write_hparams(writer, model, name, file_type)
         _write_vocab(writer, tokenizer)

@@ -21,6 +21,7 @@ from llamafoundry.checkpoint.common import (
     read_torch,
 )
 from llamafoundry.checkpoint.hf_tokenizer import tokenizer_json
+from llamafoundry.checkpoint.native import is_unmarked_native
 from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
@@ -224,15 +225,20 @@ def save_hf(
     tokenizer: Tokenizer | None = None,
     dtype: torch.dtype | None = None,
     max_shard_bytes: int = 5 * 2**30,
+    *,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a folder that `LlamaForCausalLM.from_pretrained` loads, sharded above `max_shard_bytes`."""
+    """Write a folder that `LlamaForCausalLM.from_pretrained` loads, sharded above `max_shard_bytes`; an
+    existing folder is replaced only with `overwrite`, and only an output of ours (`fileio.check_output`)."""
     folder = Path(folder)
     cfg = model.cfg
     state = {n: t.detach().to(dtype or t.dtype).cpu().contiguous() for n, t in model.state_dict().items()}
     hf_state = {n: t.contiguous() for n, t in to_hf(state, cfg).items()}
     out_dtype = next(iter(hf_state.values())).dtype
     shards = _shard(hf_state, max_shard_bytes)
-    with fileio.atomic_dir(folder) as tmp:
+    with fileio.atomic_dir(
+        folder, kind="Hugging Face model", overwrite=overwrite, recognise=is_unmarked_native
+    ) as tmp:
         if len(shards) == 1:
             save_file(shards[0], str(tmp / "model.safetensors"), metadata={"format": "pt"})
         else:

@@ -15,6 +15,7 @@ import torch
 
 from llamafoundry import fileio
 from llamafoundry.checkpoint.common import build_model, load_tokenizer_if_present, read_json, read_torch
+from llamafoundry.checkpoint.native import is_unmarked_native
 from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
@@ -151,11 +152,16 @@ def save_meta(
     tokenizer: Tokenizer | None = None,
     n_shards: int = 1,
     dtype: torch.dtype | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
-    """Write Meta's layout with `n_shards` model-parallel files, atomically."""
+    """Write Meta's layout with `n_shards` model-parallel files, atomically; an existing folder is
+    replaced only with `overwrite`, and only an output of ours (`fileio.check_output`)."""
     folder = Path(folder)
     state = {name: t.detach().to(dtype or t.dtype).cpu() for name, t in model.state_dict().items()}
-    with fileio.atomic_dir(folder) as tmp:
+    with fileio.atomic_dir(
+        folder, kind="Meta model", overwrite=overwrite, recognise=is_unmarked_native
+    ) as tmp:
         for rank, shard in enumerate(split_state(state, n_shards)):
             torch.save(shard, tmp / f"consolidated.{rank:02d}.pth")
         fileio.write_json(tmp / PARAMS, params_from_config(model.cfg))

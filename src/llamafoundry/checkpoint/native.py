@@ -29,15 +29,27 @@ def is_native(folder: Path) -> bool:
     return config.is_file() and read_json(config).get("format") == FORMAT
 
 
+def is_unmarked_native(folder: Path) -> bool:
+    """A native folder from before output markers, so ours to replace: our config.json (which names our
+    format) and no file we would not write."""
+    try:
+        return fileio.holds_only(folder, {CONFIG, WEIGHTS, TOKENIZER}) and is_native(folder)
+    except UserError:  # an unreadable config.json vouches for nothing
+        return False
+
+
 def save_native(
     folder: str | Path,
     model: Transformer,
     tokenizer: Tokenizer | None = None,
     dtype: torch.dtype | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write `model` (and its tokenizer) as a native folder, atomically: all of it or nothing.
 
     `dtype` converts the floating-point tensors; a quantized model's integer weights stay as they are.
+    An existing folder is replaced only with `overwrite`, and only an output of ours (`fileio.check_output`).
     """
     folder = Path(folder)
     state = {name: _stored(t, dtype) for name, t in model.state_dict().items()}
@@ -47,7 +59,9 @@ def save_native(
         from llamafoundry.inference.quantize import layer_kinds
 
         meta["quantization"] = {**quantization.to_dict(), "layers": layer_kinds(model)}
-    with fileio.atomic_dir(folder) as tmp:
+    with fileio.atomic_dir(
+        folder, kind="llamafoundry model", overwrite=overwrite, recognise=is_unmarked_native
+    ) as tmp:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
         fileio.write_json(tmp / CONFIG, meta)
         if tokenizer is not None:

@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", type=Path, help="a TOML recipe, e.g. configs/data/quickstart.toml")
     p.add_argument("--executor", choices=["local", "ray"], help="local process pool (default) or Ray")
     p.add_argument("--workers", type=int, help="parallel workers (default: [run] workers, else all CPUs)")
-    add_output(p, "output folder (default: the recipe's [run] output)")
+    add_output(
+        p, "output folder (default: the recipe's [run] output); a re-run resumes in it", overwrite=False
+    )
     p.add_argument("--ray-address", help="join this Ray cluster (e.g. 'auto') instead of starting one")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
@@ -74,6 +76,7 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
         val_fraction=args.val_fraction,
         workers=args.workers,
         doc_separator=args.doc_separator,
+        overwrite=args.overwrite,
     )
     for split, sources in manifest["splits"].items():
         for source, shards in sources.items():
@@ -124,7 +127,9 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
         dim=args.dim,
         quantize=args.compress or args.old_quantize,
     )
-    result = train_classifier(_texts(args.positive), _texts(args.negative), args.output, config)
+    result = train_classifier(
+        _texts(args.positive), _texts(args.negative), args.output, config, overwrite=args.overwrite
+    )
     print(
         f"wrote {args.output}: {result['positives']:,} positive and {result['negatives']:,} negative "
         f"documents; training precision {result['train_precision']:.3f}"

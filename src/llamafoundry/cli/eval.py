@@ -99,6 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from llamafoundry import fileio
     from llamafoundry.eval import report
     from llamafoundry.eval.evaluator import evaluate
     from llamafoundry.eval.tasks import TASKS, resolve_tasks
@@ -128,6 +129,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         judge=args.judge,
         info_judge=args.info_judge,
     )
+    fileio.check_output(args.output, overwrite=args.overwrite)  # now, not after the evaluation
     lm = _load(args)
     results = evaluate(lm, tasks, args.data_dir, config, shots)
     meta = {
@@ -137,8 +139,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         "limit": limit,
         "seed": args.seed,
     }
-    report.write_json(args.output / "results.json", results, meta)
-    report.write_markdown(args.output / "results.md", results, args.model)
+    with fileio.atomic_dir(args.output, kind="eval results", overwrite=args.overwrite) as folder:
+        report.write_json(folder / "results.json", results, meta)
+        report.write_markdown(folder / "results.md", results, args.model)
     print(report.markdown(results, args.model), end="")
     print(f"wrote {args.output / 'results.json'} and {args.output / 'results.md'}")
     failed = [r for r in results if r.error]

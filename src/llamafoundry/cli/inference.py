@@ -231,7 +231,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
-    from llamafoundry.checkpoint import save_model
+    from llamafoundry.checkpoint import check_export, save_model
     from llamafoundry.inference.quantize import QuantConfig, quantize_model, weight_bytes
 
     if args.method is not None:
@@ -241,12 +241,13 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     output = output_of(args)
     if output.resolve() == Path(args.model).resolve():
         raise UserError("the output folder is the source folder; choose another output path")
+    check_export(output, overwrite=args.overwrite)  # before the model is loaded
     model, tokenizer, _ = load(args, quantize=None)
     eval_ids = _eval_ids(args, tokenizer)
     before = _perplexity(model, eval_ids) if eval_ids else None
     size_before = weight_bytes(model)
     quantize_model(model, config)
-    save_model(output, model, tokenizer)
+    save_model(output, model, tokenizer, overwrite=args.overwrite)
     print(
         f"wrote {config.method} model to {output} (weights read per token: {size_before / 2**20:.1f} MiB -> "
         f"{weight_bytes(model) / 2**20:.1f} MiB)"

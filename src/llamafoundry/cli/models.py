@@ -76,14 +76,15 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from llamafoundry.checkpoint import export
+    from llamafoundry.checkpoint import check_export, export
 
     if args.shards < 1:
         raise UserError(f"--shards must be at least 1, got {args.shards}")
     output = output_of(args)
     if output.resolve() == Path(args.model).resolve():
         raise UserError("the output folder is the source folder; choose another output path")
+    check_export(output, args.to, overwrite=args.overwrite)  # before the model is loaded
     # --dtype is the written dtype (GGUF has its own names), so the model loads as stored.
     model, tokenizer, _ = load(args, device=args.device, dtype=None, max_seq_len=args.max_seq_len)
-    export(output, model, tokenizer, args.to, dtype=args.dtype, shards=args.shards)
+    export(output, model, tokenizer, args.to, dtype=args.dtype, shards=args.shards, overwrite=args.overwrite)
     print(f"wrote {args.to} model to {output}")

@@ -1,6 +1,7 @@
 """The command line's one grammar, defined once: the model comes first and is positional, every output
-is `-o/--output`, and every command that loads a model takes the same `--device`, `--dtype`,
-`--tokenizer`, `--quantize` (and `--group-size`) options with the same defaults.
+is `-o/--output` (with `--overwrite` to replace an output of ours, never anything else), and every command
+that loads a model takes the same `--device`, `--dtype`, `--tokenizer`, `--quantize` (and `--group-size`)
+options with the same defaults.
 
 Spellings of earlier releases still work for one release and print a deprecation line.
 """
@@ -52,8 +53,10 @@ def add_output(
     default: Path | None = None,
     old_flags: tuple[str, ...] = (),
     old_positional: bool = False,
+    overwrite: bool = True,
 ) -> None:
-    """`-o/--output`; `old_flags` (e.g. --out) and an `old_positional` output keep working, deprecated.
+    """`-o/--output`, and `--overwrite` unless the output is a run folder that the command resumes in
+    (`overwrite=False`); `old_flags` (e.g. --out) and an `old_positional` output keep working, deprecated.
 
     With `old_positional`, call `output_of(args)` to read the output: argparse cannot require an option
     that an old positional may stand in for.
@@ -67,6 +70,12 @@ def add_output(
         )
     if old_positional:
         p.add_argument("old_output", nargs="?", type=Path, default=None, help=argparse.SUPPRESS)
+    if overwrite:
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace an output llamafoundry wrote earlier (never what it did not write)",
+        )
 
 
 def output_of(args: argparse.Namespace) -> Path:

@@ -31,7 +31,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     from llamafoundry.tokenizer import train_tokenizer
 
     tok = train_tokenizer(
-        args.files, args.output, args.vocab_size, input_sentence_size=args.input_sentence_size
+        args.files,
+        args.output,
+        args.vocab_size,
+        input_sentence_size=args.input_sentence_size,
+        overwrite=args.overwrite,
     )
     print(f"wrote {args.output} ({tok.vocab_size} pieces)")
 

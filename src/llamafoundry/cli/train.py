@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, default=None, help="TOML recipe (configs/*.toml)")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
-    add_output(p, "run folder (the recipe's output.dir)")
+    add_output(p, "run folder (the recipe's output.dir)", overwrite=False)
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=cmd_train, accepts_overrides=True)
 
@@ -28,7 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "arguments override the training recipe.",
     )
     add_output(
-        p, "output folder (default runs/quickstart)", default=Path("runs/quickstart"), old_flags=("--out",)
+        p,
+        "output folder (default runs/quickstart)",
+        default=Path("runs/quickstart"),
+        old_flags=("--out",),
+        overwrite=False,
     )
     p.add_argument("--minutes", type=float, default=10.0, help="training time budget (default 10)")
     p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer vocabulary (default 8192)")

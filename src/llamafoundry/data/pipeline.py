@@ -29,7 +29,7 @@ from llamafoundry.data.sources import reader_class
 from llamafoundry.data.stage import ShardResult, Stage, StageStats
 from llamafoundry.data.textio import SHARD_SUFFIX, write_shard
 from llamafoundry.errors import UserError
-from llamafoundry.fileio import write_json
+from llamafoundry.fileio import claim_run_dir, write_json
 
 EXECUTORS = ("local", "ray")
 STATS_SUFFIX = ".stats.json"
@@ -139,6 +139,11 @@ def plan(recipe: Recipe) -> list[GroupTask]:
     return sorted(tasks, key=lambda t: -sum(_size(s.input) for s in t.shards))
 
 
+def _is_unmarked_data_run(folder: Path) -> bool:
+    """A data run from before output markers: it holds a shard's counts (<source>/<shard>.stats.json)."""
+    return any(folder.glob(f"*/*{STATS_SUFFIX}"))
+
+
 def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else 1 << 40
 
@@ -230,7 +235,10 @@ def run_recipe(
     ray_address: str | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Run every source of `recipe`; write the shards and the report; return the report."""
+    """Run every source of `recipe`; write the shards and the report; return the report.
+
+    The output folder is a run folder: new or empty, or this recipe's earlier run, which continues.
+    """
     from tqdm import tqdm
 
     from llamafoundry.data.report import write_pipeline_report
@@ -238,6 +246,7 @@ def run_recipe(
     executor = executor or recipe.executor
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    claim_run_dir(recipe.output, "data run", recognise=_is_unmarked_data_run)
     workers = workers or recipe.workers or os.cpu_count() or 1
     tasks = plan(recipe)
     shard_count = sum(len(t.shards) for t in tasks)

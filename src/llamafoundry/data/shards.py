@@ -198,11 +198,13 @@ def build_shards(
     val_fraction: float = 0.005,
     workers: int | None = None,
     doc_separator: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Tokenize every input file (one shard per file and split) in parallel; write the manifest last.
+    """Tokenize every input file (one shard per file and split) in parallel into a new folder, which
+    then replaces `output` whole (an existing one only with `overwrite`, and only ours).
 
-    `inputs` maps a source name (Table 1's, e.g. "github") to its files. The folder is complete only
-    once manifest.json exists; a crash leaves no manifest and only temp files behind.
+    `inputs` maps a source name (Table 1's, e.g. "github") to its files. A crash leaves `output` as it
+    was.
     """
     output = Path(output)
     tokenizer_path = Path(tokenizer_path)
@@ -213,10 +215,6 @@ def build_shards(
         raise UserError(f"no input files to tokenize: {missing or 'none given'}")
     if not 0 <= val_fraction < 1:
         raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    jobs = [
-        _Job(str(tokenizer_path), str(path), str(output), source, f"{i:05d}", val_fraction, doc_separator)
-        for i, (source, path) in enumerate(files)
-    ]
     manifest = {
         "tokenizer_sha256": hashlib.sha256(tok.serialized()).hexdigest(),
         "vocab_size": tok.vocab_size,
@@ -225,28 +223,45 @@ def build_shards(
         "dtype": token_dtype(tok.vocab_size).name,
         "splits": {split: {} for split in SPLITS},
     }
-    output.mkdir(parents=True, exist_ok=True)
-    (output / MANIFEST).unlink(missing_ok=True)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    bar = tqdm(total=len(jobs), desc="tokenizing", unit="file")
-    with ProcessPoolExecutor(workers) as pool:
-        for job, result in zip(jobs, pool.map(_tokenize_job, jobs), strict=True):
-            for split, info in result.items():
-                if info["tokens"]:
-                    shard = ShardInfo(
-                        f"{split}/{job.source}/{job.stem}.bin",
-                        info["tokens"],
-                        info["documents"],
-                        info["sha256"],
-                    )
-                    manifest["splits"][split].setdefault(job.source, []).append(dataclasses.asdict(shard))
-            bar.update()
-    bar.close()
-    if not any(manifest["splits"]["train"].values()):
-        raise UserError("the inputs hold no text to train on (every document was empty)")
-    fileio.write_bytes(output / "tokenizer.model", tok.serialized())  # the run and its model folder need it
-    fileio.write_json(output / MANIFEST, manifest)
+    with fileio.atomic_dir(
+        output, kind="token shards", overwrite=overwrite, recognise=_is_unmarked_shards
+    ) as tmp:
+        jobs = [
+            _Job(str(tokenizer_path), str(path), str(tmp), source, f"{i:05d}", val_fraction, doc_separator)
+            for i, (source, path) in enumerate(files)
+        ]
+        workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+        bar = tqdm(total=len(jobs), desc="tokenizing", unit="file")
+        with ProcessPoolExecutor(workers) as pool:
+            for job, result in zip(jobs, pool.map(_tokenize_job, jobs), strict=True):
+                for split, info in result.items():
+                    if info["tokens"]:
+                        shard = ShardInfo(
+                            f"{split}/{job.source}/{job.stem}.bin",
+                            info["tokens"],
+                            info["documents"],
+                            info["sha256"],
+                        )
+                        manifest["splits"][split].setdefault(job.source, []).append(dataclasses.asdict(shard))
+                bar.update()
+        bar.close()
+        if not any(manifest["splits"]["train"].values()):
+            raise UserError("the inputs hold no text to train on (every document was empty)")
+        fileio.write_bytes(tmp / "tokenizer.model", tok.serialized())  # the run and its model folder need it
+        fileio.write_json(tmp / MANIFEST, manifest)
     return manifest
+
+
+def _is_unmarked_shards(folder: Path) -> bool:
+    """A shard folder from before output markers, so ours to replace: its manifest lists every shard in it
+    (a split's folder of a source may be empty: no document of it went there)."""
+    try:
+        splits = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["splits"].values()
+        shards = {shard["path"] for sources in splits for files in sources.values() for shard in files}
+        folders = {f"{split}/{source}" for split in SPLITS for sources in splits for source in sources}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return fileio.holds_only(folder, {MANIFEST, "tokenizer.model", *shards, *folders})
 
 
 def read_manifest(folder: str | os.PathLike) -> dict:

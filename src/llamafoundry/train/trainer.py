@@ -46,6 +46,8 @@ from llamafoundry.train.recipe import validate as validate_recipe
 # The report's tokens/s and MFU average the last training records: compilation and warm-up are over.
 REPORT_LAST_RECORDS = 20
 
+RUN_KIND = "training run"  # what output.dir's marker calls it
+
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     """bf16 autocast where the device has fast bf16 matmuls (CUDA Ampere+, CPUs with AVX512-BF16/AMX)."""
@@ -132,6 +134,7 @@ class Trainer:
         self.recipe, self.rt = recipe, runtime or init_runtime()
         self.on_validate = list(on_validate)
         self.out = Path(recipe.output.dir)
+        fileio.check_run_dir(self.out, RUN_KIND, recognise=_is_unmarked_run)
         self.shards = Path(recipe.data.tokens)
         self.model_cfg = recipe.model_config()
         _check_fits_data(recipe, self.model_cfg, read_manifest(self.shards))
@@ -291,7 +294,8 @@ class Trainer:
         """The model folder `output.dir/model` (collective: the model is gathered to rank 0, which writes)."""
         model = parallel.gather_model(self.model, self.model_cfg)
         if model is not None:
-            save_model(self.out / "model", model, Tokenizer(self.out / "tokenizer.model"))
+            # The run's own model folder: a resumed run that finished already writes it again.
+            save_model(self.out / "model", model, Tokenizer(self.out / "tokenizer.model"), overwrite=True)
 
     def report(self, result: TrainResult) -> None:
         """The loss-curve PNG and report.md of a finished run (rank 0)."""
@@ -324,7 +328,7 @@ class Trainer:
     def _prepare_output(self) -> None:
         """output.dir with the recipe and tokenizer; on resume, metrics of steps to be run again dropped."""
         if self.rt.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            fileio.claim_run_dir(self.out, RUN_KIND, recognise=_is_unmarked_run)
             _truncate_metrics(self.out / "metrics.jsonl", self.progress.step)
             fileio.write_text(self.out / "config.toml", self.recipe.to_toml())
             shutil.copyfile(self.shards / "tokenizer.model", self.out / "tokenizer.model")
@@ -453,6 +457,11 @@ def _check_fits_data(recipe: RunRecipe, model_cfg: ModelConfig, manifest: dict) 
         raise UserError(
             f"data.seq_len {recipe.data.seq_len} exceeds the model's max_seq_len {model_cfg.max_seq_len}"
         )
+
+
+def _is_unmarked_run(folder: Path) -> bool:
+    """A run folder from before output markers, so ours to resume in: it holds a complete checkpoint."""
+    return checkpointing.latest_checkpoint(folder / "checkpoints") is not None
 
 
 def _resume_point(out: Path, resume: bool, model_cfg: ModelConfig) -> Path | None:

@@ -20,9 +20,10 @@ from llamafoundry.data.document import Document
 from llamafoundry.data.filters.langid import load_fasttext
 from llamafoundry.data.stage import Stage
 from llamafoundry.errors import UserError
-from llamafoundry.fileio import atomic_path
+from llamafoundry.fileio import check_output, output_file
 
 POSITIVE, NEGATIVE = "__label__wiki", "__label__random"
+_FASTTEXT_MAGIC = (793712314).to_bytes(4, "little")  # the first int32 of every fastText model file
 _SPACES = re.compile(r"\s+")
 
 
@@ -49,10 +50,15 @@ def train_classifier(
     negatives: Iterable[str],
     output: str | os.PathLike,
     config: ClassifierConfig | None = None,
+    *,
+    overwrite: bool = False,
 ) -> dict[str, float]:
-    """Train the reference classifier and write it to `output` (atomically). Returns the numbers of
-    examples and the training-set precision/recall fastText reports."""
+    """Train the reference classifier and write it to `output` (atomically; an existing file only with
+    `overwrite`, and only a fastText model). Returns the numbers of examples and the training-set
+    precision/recall fastText reports."""
     import fasttext
+
+    check_output(output, overwrite=overwrite, folder=False, recognise=_is_fasttext_model)
 
     if not hasattr(fasttext, "train_supervised"):
         raise UserError(
@@ -87,9 +93,14 @@ def train_classifier(
         if config.quantize:
             model.quantize(input=str(train_file), retrain=True)
         _, precision, recall = model.test(str(train_file))
-    with atomic_path(output) as tmp_model:
+    with output_file(output, overwrite=overwrite, recognise=_is_fasttext_model) as tmp_model:
         model.save_model(str(tmp_model))
     return {"positives": n_pos, "negatives": n_neg, "train_precision": precision, "train_recall": recall}
+
+
+def _is_fasttext_model(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == _FASTTEXT_MAGIC
 
 
 class ReferenceClassifier(Stage):
