@@ -184,6 +184,9 @@ def atomic_dir(
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
+        for file in tmp.rglob("*"):  # safetensors writes owner-only files; ours get the umask's mode
+            if file.is_file() and not file.is_symlink() and file.stat().st_mode & 0o777 == 0o600:
+                file.chmod(_FILE_MODE)
         contents = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*"))
         write_json(tmp / OUTPUT_MARKER, _marker(kind, contents))
         check_output(path, overwrite=overwrite, recognise=recognise)  # what appeared while we wrote

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -21,6 +23,10 @@ def test_native_folder_round_trips_weights_config_and_tokenizer(tmp_path, shared
         "tokenizer.model",
     ]
     assert detect_format(tmp_path / "m") == "native"
+    # Readable as the umask allows (safetensors writes owner-only files): a serving user can load it.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {(p.stat().st_mode & 0o777) for p in (tmp_path / "m").iterdir()} == {0o666 & ~umask}
     back, back_tok, cfg = load_model(tmp_path / "m")
     assert cfg == GQA.replace(vocab_size=32000)
     assert back_tok.encode("Hello world") == tok.encode("Hello world")
