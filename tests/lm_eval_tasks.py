@@ -94,3 +94,81 @@ def write_task_configs(
         folder / "utils.py", _UTILS.format(name="benchmark", piqa_labels=str(data / "piqa/dev-labels.lst"))
     )
     return list(configs)
+
+
+def write_section5_configs(data_dir: str | os.PathLike, folder: str | os.PathLike) -> dict[str, str]:
+    """lm-eval's own crows_pairs_english, winogender_all and truthfulqa_mc1/mc2 configs (included whole:
+    their prompts, choices and metrics) over the local files, converted to the hub's row shapes; returns
+    {our task: their local task}."""
+    import csv
+    import re
+
+    import lm_eval
+
+    data, folder = Path(data_dir).resolve(), Path(folder)
+    theirs = Path(lm_eval.__file__).parent / "tasks"
+    with open(data / "winogender/all_sentences.tsv", encoding="utf-8") as f:
+        sentences = list(csv.DictReader(f, delimiter="\t"))
+    rows = {
+        "winogender": [_winogender_row(r, re) for r in sentences],
+        "truthfulqa": [
+            {
+                "question": r["question"],
+                **{
+                    f"{k}_targets": {
+                        "choices": list(r[f"{k}_targets"]),
+                        "labels": list(r[f"{k}_targets"].values()),
+                    }
+                    for k in ("mc1", "mc2")
+                },
+            }
+            for r in json.loads((data / "truthfulqa/v1_oct2021/mc_task.json").read_text(encoding="utf-8"))
+        ],
+    }
+    for name, records in rows.items():
+        fileio.write_text(folder / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    sources = {
+        "local_crows_pairs": (
+            "crows_pairs/crows_pairs_english.yaml",
+            "csv",
+            str(data / "crows_pairs/crows_pairs_anonymized.csv"),
+        ),
+        "local_winogender": ("winogender/winogender.yaml", "json", str(folder / "winogender.jsonl")),
+        "local_truthfulqa_mc1": ("truthfulqa/truthfulqa_mc1.yaml", "json", str(folder / "truthfulqa.jsonl")),
+        "local_truthfulqa_mc2": ("truthfulqa/truthfulqa_mc2.yaml", "json", str(folder / "truthfulqa.jsonl")),
+    }
+    for name, (include, loader, files) in sources.items():
+        config = {
+            "include": str(theirs / include),
+            "task": name,
+            "tag": [],
+            "dataset_path": loader,
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": {"test": files}},
+            "test_split": "test",
+            "validation_split": None,
+        }
+        fileio.write_text(folder / f"{name}.yaml", json.dumps(config, indent=2) + "\n")
+    return {
+        "crows_pairs": "local_crows_pairs",
+        "winogender": "local_winogender",
+        "truthfulqa_mc1": "local_truthfulqa_mc1",
+        "truthfulqa_mc2": "local_truthfulqa_mc2",
+    }
+
+
+def _winogender_row(row: dict, re) -> dict:
+    """oskarvanderwal/winogender's row shape from the official all_sentences.tsv."""
+    occupation, participant, answer, gender, _ = row["sentid"].split(".")
+    words = {"female": ("she", "her"), "male": ("he", "his", "him"), "neutral": ("they", "their", "them")}[
+        gender
+    ]
+    (pronoun,) = {w for w in re.findall(r"[a-z]+", row["sentence"].lower()) if w in words}
+    return {
+        "sentence": row["sentence"],
+        "pronoun": pronoun,
+        "occupation": occupation,
+        "participant": participant,
+        "gender": gender,
+        "label": int(answer),
+    }
