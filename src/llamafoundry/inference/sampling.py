@@ -52,6 +52,8 @@ class SamplingParams:
             return f"repetition_penalty must be > 0, got {self.repetition_penalty}"
         if any(not isinstance(s, str) or not s for s in self.stop):
             return "stop strings must be non-empty strings"
+        if self.seed is not None and (not isinstance(self.seed, int) or not -(2**63) <= self.seed < 2**64):
+            return f"seed must be an integer in [-2**63, 2**64) (torch's seeds), got {self.seed!r}"
         return None
 
     def replace(self, **changes: object) -> SamplingParams:
