@@ -5,10 +5,17 @@ Nothing else lives here: no weights, no I/O. `model.py` imports this file and no
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from llamafoundry.errors import UserError
+
+# The longest context of a released LLaMA with plain rotary embeddings (Gradient's Llama-3-8B 4194k).
+# The rotary tables are precomputed for every position: a context of 1e11 asked for 400 GB at load.
+MAX_SEQ_LEN = 1 << 22
+_REALS = ("norm_eps", "rope_theta", "ffn_dim_multiplier")
 
 
 @dataclass(frozen=True)
@@ -28,23 +35,49 @@ class ModelConfig:
     max_seq_len: int = 2048
 
     def __post_init__(self) -> None:
+        for name in _REALS:  # an int (JSON's 10000) is the float it stands for; a bool or "1e-6" is not
+            value = getattr(self, name)
+            if type(value) is int:
+                with contextlib.suppress(OverflowError):  # beyond any float: reported below
+                    object.__setattr__(self, name, float(value))
         problem = self._problem()
         if problem:
             raise UserError(f"invalid model config: {problem}")
 
     def _problem(self) -> str | None:
+        return self._field_problem() or self._shape_problem()
+
+    def _field_problem(self) -> str | None:
+        """Each field on its own: a string "4096" where a number belongs is an error, not a silent cast."""
         positive = ["dim", "n_layers", "n_heads", "vocab_size", "multiple_of", "max_seq_len"]
         positive += [name for name in ("n_kv_heads", "hidden_dim") if getattr(self, name) is not None]
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 return f"{name} must be a positive integer, got {value!r}"
+        for name in _REALS:
+            value = getattr(self, name)
+            if value is None and name == "ffn_dim_multiplier":
+                continue
+            if not isinstance(value, float) or not math.isfinite(value) or value <= 0:
+                return f"{name} must be a finite number > 0, got {value!r}"
+        if self.max_seq_len > MAX_SEQ_LEN:
+            return (
+                f"max_seq_len must be at most {MAX_SEQ_LEN:,} (the longest context of a released LLaMA "
+                f"with plain rotary embeddings), got {self.max_seq_len:,}"
+            )
+        return None
+
+    def _shape_problem(self) -> str | None:
+        """The fields together: heads that split the width, a hidden layer that exists."""
         if self.dim % self.n_heads:
             return f"dim {self.dim} is not divisible by n_heads {self.n_heads}"
         if self.n_heads % self.kv_heads:
             return f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}"
         if self.head_dim % 2:
             return f"head_dim {self.head_dim} must be even for rotary embeddings"
+        if self.ffn_hidden_dim < 1:
+            return f"ffn_dim_multiplier {self.ffn_dim_multiplier} leaves the SwiGLU no hidden units"
         return None
 
     @property

@@ -34,6 +34,20 @@ class QuickstartOptions:
     train_config: Path = REPO / "configs" / "tiny-cpu.toml"
     overrides: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem:  # found now, not after minutes of building the corpus
+            raise UserError(f"invalid quickstart options: {problem}")
+
+    def _problem(self) -> str | None:
+        from llamafoundry.tokenizer import MIN_VOCAB_SIZE
+
+        if not (math.isfinite(self.minutes) and self.minutes > 0):
+            return f"minutes must be a finite number > 0, got {self.minutes}"
+        if self.vocab_size < MIN_VOCAB_SIZE:
+            return f"vocab_size must be at least {MIN_VOCAB_SIZE}, got {self.vocab_size}"
+        return None
+
 
 def run_quickstart(opts: QuickstartOptions) -> Path:
     """Run every stage (reusing finished ones) in `opts.out`, a run folder; return the report's path."""

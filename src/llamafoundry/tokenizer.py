@@ -40,6 +40,8 @@ LLAMA_TRAINER_OPTIONS: dict[str, object] = {
     "vocabulary_output_piece_score": True,
     "hard_vocab_limit": True,
 }
+# Byte fallback's 256 pieces, unk, bos and eos, and at least one character of the text.
+MIN_VOCAB_SIZE = 256 + 3 + 1
 
 
 class Tokenizer:
@@ -80,12 +82,16 @@ class Tokenizer:
         return self.sp.unk_id()
 
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
-        ids = self.sp.encode(text)
-        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+        """The ids of `text`; text that is no valid Unicode (undecodable input bytes) is a UserError."""
+        return self.encode_batch([text], bos, eos)[0]
 
     def encode_batch(self, texts: Sequence[str], bos: bool = True, eos: bool = False) -> list[list[int]]:
         """Encode many texts in one call (SentencePiece's C++ loop, much faster than one call each)."""
-        batch = self.sp.encode(list(texts))
+        try:
+            batch = self.sp.encode(list(texts))
+        except (RuntimeError, TypeError):
+            _check_texts(texts)
+            raise
         return [([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else []) for ids in batch]
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -100,6 +106,26 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         fileio.write_bytes(path, self.serialized())
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    """A UserError for the first text SentencePiece cannot take: not a string, or not encodable as
+    UTF-8 (lone surrogates: what undecodable bytes become when Python reads a file or stdin)."""
+    for text in texts:
+        if isinstance(text, bytes):  # SentencePiece takes UTF-8 bytes as they are
+            continue
+        if not isinstance(text, str):
+            raise UserError(f"only text can be encoded, got a {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            code = ord(text[exc.start])  # 0xDC80-0xDCFF: the undecodable byte 0x80-0xFF, escaped
+            what = (
+                f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"lone surrogate U+{code:04X}"
+            )
+            raise UserError(
+                f"the text is not valid UTF-8 ({what} at character {exc.start}); fix its encoding"
+            ) from None
 
 
 def _load_processor(proto: bytes, name: str) -> spm.SentencePieceProcessor:
@@ -130,6 +156,13 @@ def train_tokenizer(
     `output`. The same files and seed give the same tokenizer. An existing file is replaced only with
     `overwrite`, and only a SentencePiece model.
     """
+    if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
+        raise UserError(
+            f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 byte pieces, unk, bos, eos and the "
+            f"text's characters), got {vocab_size}"
+        )
+    if input_sentence_size < 0:
+        raise UserError(f"input_sentence_size must be 0 (every line) or more, got {input_sentence_size}")
     paths = [Path(f) for f in files]
     missing = [str(p) for p in paths if not p.is_file()]
     if not paths or missing:

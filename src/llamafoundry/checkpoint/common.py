@@ -64,6 +64,13 @@ def read_torch(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     if not isinstance(state, dict):
         raise UserError(f"{path} does not hold a state dict of tensors")
+    for name, value in state.items():
+        if not isinstance(name, str):
+            raise UserError(f"{path} does not hold a state dict of tensors (it has a key {name!r})")
+        if not isinstance(value, torch.Tensor):
+            raise UserError(
+                f"{path} does not hold a state dict of tensors ({name} is a {type(value).__name__})"
+            )
     return state
 
 

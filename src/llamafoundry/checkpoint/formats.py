@@ -89,7 +89,7 @@ def _from_preset(
     name: str, dtype: torch.dtype | None, max_seq_len: int | None, seed: int
 ) -> tuple[Transformer, None, ModelConfig]:
     cfg = get_preset(name)
-    if max_seq_len:
+    if max_seq_len is not None:
         cfg = cfg.replace(max_seq_len=max_seq_len)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -102,7 +102,7 @@ def _from_path(
 ) -> tuple[Transformer, Tokenizer | None, ModelConfig]:
     fmt = detect_format(path)
     if fmt == "llama2c":
-        model, tokenizer, cfg = load_llama2c(path, dtype)
+        model, tokenizer, cfg = load_llama2c(path, dtype, max_seq_len)
     else:
         loader = {"native": load_native, "meta": load_meta, "hf": load_hf}[fmt]
         model, tokenizer, cfg = loader(path, dtype, max_seq_len)

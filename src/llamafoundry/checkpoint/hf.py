@@ -102,17 +102,21 @@ def is_hf(folder: Path) -> bool:
 
 
 def config_from_hf(values: dict, where: Path) -> ModelConfig:
+    rope = values.get("rope_parameters") or values.get("rope_scaling") or {}
+    if not isinstance(rope, dict):
+        raise UserError(f"{where}: rope_parameters in config.json should be an object, found {rope!r}")
     unsupported = []
     if values.get("attention_bias") or values.get("mlp_bias"):
         unsupported.append("biases")
-    rope = values.get("rope_parameters") or values.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type != "default":
         unsupported.append(f"rope_type {rope_type!r}")
     heads, dim = values.get("num_attention_heads"), values.get("hidden_size")
     head_dim = values.get("head_dim")
-    if head_dim is not None and heads and dim and head_dim != dim // heads:
-        unsupported.append(f"head_dim {head_dim} != hidden_size / num_attention_heads")
+    # Numbers of the wrong type are ModelConfig's to report, below.
+    numbers = isinstance(heads, int) and isinstance(dim, int) and heads and dim
+    if head_dim is not None and numbers and head_dim != dim // heads:
+        unsupported.append(f"head_dim {head_dim!r} != hidden_size / num_attention_heads")
     if values.get("hidden_act", "silu") != "silu":
         unsupported.append(f"hidden_act {values['hidden_act']!r}")
     if unsupported:
@@ -129,7 +133,7 @@ def config_from_hf(values: dict, where: Path) -> ModelConfig:
             vocab_size=values["vocab_size"],
             hidden_dim=values["intermediate_size"],
             norm_eps=values.get("rms_norm_eps", 1e-6),
-            rope_theta=float(rope.get("rope_theta", values.get("rope_theta", 10000.0))),
+            rope_theta=rope.get("rope_theta", values.get("rope_theta", 10000.0)),
             max_seq_len=values.get("max_position_embeddings", 2048),
         )
     except KeyError as exc:
@@ -158,7 +162,7 @@ def load_hf(
 ) -> tuple[Transformer, Tokenizer | None, ModelConfig]:
     values = read_json(folder / "config.json")
     cfg = config_from_hf(values, folder)
-    if max_seq_len:
+    if max_seq_len is not None:
         cfg = cfg.replace(max_seq_len=max_seq_len)
     state = read_hf_weights(folder)
     if values.get("tie_word_embeddings") and "lm_head.weight" not in state:

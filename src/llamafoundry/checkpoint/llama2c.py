@@ -74,7 +74,10 @@ def _layout(cfg: ModelConfig, shared: bool) -> list[tuple[str, tuple[int, ...]]]
     return layout
 
 
-def load_llama2c(path: Path, dtype: torch.dtype | None = None) -> tuple[Transformer, None, ModelConfig]:
+def load_llama2c(
+    path: Path, dtype: torch.dtype | None = None, max_seq_len: int | None = None
+) -> tuple[Transformer, None, ModelConfig]:
+    """The model of a legacy llama2.c checkpoint; `max_seq_len` replaces the header's context."""
     header = read_header(path)
     if header is None:
         raise UserError(f"{path} is not a llama2.c checkpoint (its 28-byte header is not plausible)")
@@ -92,12 +95,14 @@ def load_llama2c(path: Path, dtype: torch.dtype | None = None) -> tuple[Transfor
     )
     layout = _layout(cfg, shared)
     expected = sum(int(np.prod(shape)) * (layers if name.endswith("*") else 1) for name, shape in layout)
-    data = np.memmap(path, dtype="<f4", mode="r", offset=HEADER_BYTES)
-    if data.size != expected:
+    # Checked in bytes before mapping: a file cut inside a float cannot be mapped as floats at all.
+    found = path.stat().st_size - HEADER_BYTES
+    if found != expected * 4:
         raise UserError(
-            f"{path} holds {data.size} floats after its header but its header implies {expected}; "
-            "the file is truncated or not a legacy llama2.c checkpoint"
+            f"{path} holds {found} bytes after its header but its header implies {expected * 4} "
+            f"({expected} floats); the file is truncated or not a legacy llama2.c checkpoint"
         )
+    data = np.memmap(path, dtype="<f4", mode="r", offset=HEADER_BYTES)
     state: dict[str, torch.Tensor] = {}
     offset = 0
     for name, shape in layout:
@@ -111,4 +116,6 @@ def load_llama2c(path: Path, dtype: torch.dtype | None = None) -> tuple[Transfor
                 state[name] = tensor
     if shared:
         state["output.weight"] = state["tok_embeddings.weight"].clone()
+    if max_seq_len is not None:
+        cfg = cfg.replace(max_seq_len=max_seq_len)
     return build_model(cfg, state, path, dtype), None, cfg

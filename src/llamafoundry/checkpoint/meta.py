@@ -106,14 +106,27 @@ def params_from_config(cfg: ModelConfig) -> dict:
     return params
 
 
-def merge_shards(shards: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def merge_shards(shards: list[dict[str, torch.Tensor]], files: list[Path]) -> dict[str, torch.Tensor]:
+    """One state dict from the model-parallel shards read from `files` (which name them in errors)."""
     merged = {}
+    for rank, shard in enumerate(shards[1:], start=1):
+        if shard.keys() != shards[0].keys():
+            differ = sorted(shard.keys() ^ shards[0].keys())
+            raise UserError(
+                f"{files[rank]} holds other tensors than {files[0].name} ({', '.join(differ[:4])})"
+            )
     for name in shards[0]:
         if name == "rope.freqs":  # LLaMA-1 files carry the rotary table; we compute it
             continue
         dim = split_dim(name)
         parts = [shard[name] for shard in shards]
-        merged[name] = parts[0] if dim is None or len(parts) == 1 else torch.cat(parts, dim=dim)
+        try:
+            merged[name] = parts[0] if dim is None or len(parts) == 1 else torch.cat(parts, dim=dim)
+        except (RuntimeError, IndexError):  # shapes that do not line up along the split
+            shapes = ", ".join(str(tuple(p.shape)) for p in parts)
+            raise UserError(
+                f"{files[0].parent}: the shards of {name} do not fit together ({shapes})"
+            ) from None
     return merged
 
 
@@ -136,12 +149,12 @@ def load_meta(
 ) -> tuple[Transformer, Tokenizer | None, ModelConfig]:
     params = read_json(folder / PARAMS)
     files = shard_files(folder)
-    state = merge_shards([read_torch(f) for f in files])
-    if "tok_embeddings.weight" not in state:
-        raise UserError(f"{files[0]} has no tok_embeddings.weight; it is not a Meta LLaMA checkpoint")
+    state = merge_shards([read_torch(f) for f in files], files)
+    if "tok_embeddings.weight" not in state or state["tok_embeddings.weight"].ndim != 2:
+        raise UserError(f"{files[0]} has no tok_embeddings.weight matrix; it is not a Meta LLaMA checkpoint")
     vocab_size = state["tok_embeddings.weight"].shape[0]  # params.json says -1 in Meta's release
     # params.json does not record the context; LLaMA-1 used 2048 (Llama-2: pass max_seq_len=4096).
-    cfg = config_from_params(params, vocab_size, max_seq_len or 2048)
+    cfg = config_from_params(params, vocab_size, 2048 if max_seq_len is None else max_seq_len)
     model = build_model(cfg, state, folder, dtype)
     return model, load_tokenizer_if_present(folder), cfg
 

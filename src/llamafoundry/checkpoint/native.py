@@ -82,7 +82,7 @@ def load_native(
     if not isinstance(meta.get("model"), dict):
         raise UserError(f"{folder / CONFIG} has no 'model' section; re-export the folder")
     cfg = ModelConfig.from_dict(meta["model"])
-    if max_seq_len:
+    if max_seq_len is not None:
         cfg = cfg.replace(max_seq_len=max_seq_len)
     weights = folder / WEIGHTS
     if not weights.is_file():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llamafoundry.cli.options import add_output, warn_deprecated
+from llamafoundry.cli.options import add_output, check_at_least, warn_deprecated
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,7 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
     from llamafoundry.data.shards import build_shards, group_inputs
+    from llamafoundry.errors import UserError
 
+    check_at_least(args, 1, "workers")
+    if args.doc_separator == "":
+        raise UserError("--doc-separator is empty; give the string that ends each document")
     manifest = build_shards(
         group_inputs(args.inputs),
         args.tokenizer,

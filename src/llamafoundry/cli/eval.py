@@ -9,7 +9,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llamafoundry.cli.options import MODEL_HELP, add_load_options, add_output, quant_config, resolve_device
+from llamafoundry.cli.options import (
+    MODEL_HELP,
+    add_load_options,
+    add_output,
+    check_at_least,
+    check_positive,
+    quant_config,
+    resolve_device,
+)
 from llamafoundry.errors import UserError
 
 
@@ -112,8 +120,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         return
     tasks = resolve_tasks(args.tasks)
     shots = _parse_shots(args.shots)
-    if args.limit is not None and args.limit <= 0:
-        raise UserError(f"--limit must be positive, got {args.limit}")
+    check_positive(args, "limit")
+    check_at_least(args, 1, "batch_tokens", "batch_size", "max_new_tokens")
     if args.samples is not None and args.samples < 0:
         raise UserError(f"--samples must be 0 or more, got {args.samples}")
     if args.data_dir is not None and not args.data_dir.is_dir():

@@ -12,6 +12,7 @@ from llamafoundry.cli.options import (
     add_load_options,
     add_model,
     add_output,
+    check_at_least,
     load,
     output_of,
     warn_deprecated,
@@ -159,6 +160,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
         _complete(generator, args.prompt, params, args.stream, echo=True)
         return
     interactive = sys.stdin.isatty()
+    if hasattr(sys.stdin, "reconfigure"):
+        # Bytes that are not UTF-8 reach the tokenizer as surrogates, which reports that one prompt.
+        sys.stdin.reconfigure(errors="surrogateescape")
     if interactive:
         print("Enter a prompt per line; Ctrl-D ends.", file=sys.stderr)
     while True:
@@ -206,6 +210,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     for name in ("max_batch", "max_tokens_limit", "max_concurrent"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not 1 <= args.port <= 65535:  # 0 would listen on a port the printed address does not name
+        raise UserError(f"--port must be 1 to 65535, got {args.port}")
     generator = _generator(args)
     if args.chat_template is not None:
         if not args.chat_template.is_file():
@@ -238,6 +244,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
         warn_deprecated("--method", "--quantize")
         args.quantize = args.method
     config = QuantConfig(args.quantize, args.group_size)
+    check_at_least(args, 1, "eval_tokens")
     output = output_of(args)
     if output.resolve() == Path(args.model).resolve():
         raise UserError("the output folder is the source folder; choose another output path")

@@ -10,6 +10,7 @@ from llamafoundry.cli.options import (
     add_load_options,
     add_model,
     add_output,
+    check_at_least,
     load,
     output_of,
 )
@@ -80,6 +81,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
     if args.shards < 1:
         raise UserError(f"--shards must be at least 1, got {args.shards}")
+    check_at_least(args, 1, "max_seq_len")
     output = output_of(args)
     if output.resolve() == Path(args.model).resolve():
         raise UserError("the output folder is the source folder; choose another output path")

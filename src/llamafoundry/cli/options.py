@@ -9,6 +9,7 @@ Spellings of earlier releases still work for one release and print a deprecation
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -110,12 +111,47 @@ def add_load_options(
 
 
 def resolve_device(name: str | None) -> str:
-    """The device every command defaults to: CUDA where there is one, else the CPU."""
-    if name is not None:
-        return name
+    """The device every command defaults to: CUDA where there is one, else the CPU; a named device
+    that torch does not know, or that this machine lacks, is a UserError before any model loads."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asks for CUDA, but no GPU is visible; use --device cpu")
+    if device.type == "meta":  # a device of shapes only: nothing runs there
+        raise UserError("--device meta holds no weights; use cpu, cuda, cuda:N or mps")
+    try:
+        torch.empty(0, device=device)  # an index past the last GPU, a backend this build lacks
+    except (RuntimeError, AssertionError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--device {name} is not usable here ({reason}); use --device cpu") from None
+    return name
+
+
+def check_at_least(args: argparse.Namespace, minimum: int, *names: str) -> None:
+    """A UserError naming the first of the flags `names` that is given and below `minimum`."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise UserError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+
+
+def check_positive(args: argparse.Namespace, *names: str, zero: bool = False) -> None:
+    """A UserError naming the first of the float flags `names` that is given and not a finite number
+    above 0 (or 0 itself, with `zero`): nan and inf parse as floats, but measure nothing."""
+    for name in names:
+        value, flag = getattr(args, name), "--" + name.replace("_", "-")
+        if value is None:
+            continue
+        if math.isinf(value):
+            raise UserError(f"{flag} must be finite, got {value}")
+        if not (value > 0 or (zero and value == 0)):  # false for nan too
+            raise UserError(f"{flag} must be {'0 or more' if zero else 'positive'}, got {value}")
 
 
 def quant_config(args: argparse.Namespace):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 
-from llamafoundry.cli.options import warn_deprecated
+from llamafoundry.cli.options import check_at_least, check_positive, warn_deprecated
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +46,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from llamafoundry.train import plan as planning
 
     _preset_argument(args)
+    check_positive(args, "tokens")
+    check_at_least(args, 1, "tp", "seq_len", "micro_batch")
     cfg = get_preset(args.preset)
     tokens = args.tokens or planning.PAPER_TOKENS.get(args.preset)
     if tokens is None:
@@ -117,8 +120,12 @@ def _paper_column(args: argparse.Namespace, planning) -> list[str] | None:
 
 
 def cmd_footprint(args: argparse.Namespace) -> None:
+    from llamafoundry.errors import UserError
     from llamafoundry.footprint import footprint
 
+    if not (math.isfinite(args.gpu_hours) and args.gpu_hours >= 0):
+        raise UserError(f"GPU-hours must be a finite number, 0 or more, got {args.gpu_hours}")
+    check_positive(args, "power")
     f = footprint(args.gpu_hours, args.power)
     print(
         f"{args.gpu_hours:,.0f} GPU-hours at {args.power:.0f} W, PUE 1.1: {f.energy_mwh:,.1f} MWh, "

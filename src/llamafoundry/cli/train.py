@@ -59,11 +59,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
-    from llamafoundry.errors import UserError
     from llamafoundry.quickstart import QuickstartOptions, run_quickstart
 
-    if args.minutes <= 0:
-        raise UserError(f"--minutes must be positive, got {args.minutes}")
     defaults = QuickstartOptions()
     opts = QuickstartOptions(
         out=args.output,

@@ -64,7 +64,9 @@ def iter_texts(path: Path, doc_separator: str | None = None) -> Iterator[tuple[s
                     record = json.loads(line)
                     text = record["text"]
                 except (json.JSONDecodeError, KeyError, TypeError):
-                    raise UserError(f"{path}:{lineno} is not a JSON object with a 'text' field") from None
+                    text = None
+                if not isinstance(text, str):
+                    raise UserError(f"{path}:{lineno} is not a JSON object with a 'text' string")
                 yield str(record.get("id", f"{name}:{lineno}")), text
         return
     with _open_text(path) as f:
@@ -231,8 +233,11 @@ def build_shards(
             for i, (source, path) in enumerate(files)
         ]
         workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-        bar = tqdm(total=len(jobs), desc="tokenizing", unit="file")
-        with ProcessPoolExecutor(workers) as pool:
+        # The bar closes (ends its line) before an error in a file is printed, not under it.
+        with (
+            tqdm(total=len(jobs), desc="tokenizing", unit="file") as bar,
+            ProcessPoolExecutor(workers) as pool,
+        ):
             for job, result in zip(jobs, pool.map(_tokenize_job, jobs), strict=True):
                 for split, info in result.items():
                     if info["tokens"]:
@@ -244,7 +249,6 @@ def build_shards(
                         )
                         manifest["splits"][split].setdefault(job.source, []).append(dataclasses.asdict(shard))
                 bar.update()
-        bar.close()
         if not any(manifest["splits"]["train"].values()):
             raise UserError("the inputs hold no text to train on (every document was empty)")
         fileio.write_bytes(tmp / "tokenizer.model", tok.serialized())  # the run and its model folder need it

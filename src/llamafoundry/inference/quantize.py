@@ -36,8 +36,10 @@ class QuantConfig:
     group_size: int = 128  # int4 only
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
+        if not isinstance(self.method, str) or self.method not in METHODS:
             raise UserError(f"unknown quantization {self.method!r}; choose one of {', '.join(METHODS)}")
+        if type(self.group_size) is not int:  # 32.0 == 32, but a float cannot shape a tensor
+            raise UserError(f"the quantization group size must be an integer, got {self.group_size!r}")
         if self.method == "int4" and self.group_size not in INT4_GROUP_SIZES:
             raise UserError(f"int4 group size must be one of {INT4_GROUP_SIZES}, got {self.group_size}")
 
@@ -160,6 +162,9 @@ def _quantize_linear(name: str, linear: nn.Linear, config: QuantConfig) -> nn.Mo
 def quantized_skeleton(model: Transformer, config: QuantConfig, kinds: dict[str, str]) -> Transformer:
     """Swap the linear layers of a (meta-device) model for empty quantized layers of the given kinds
     ('int8' or 'int4' per layer name), ready for `load_state_dict(assign=True)`."""
+    problem = _kinds_problem(kinds, config, {name for name, _ in _linears(model)})
+    if problem:
+        raise UserError(f"malformed quantization layers: {problem}; quantize the model again")
     for name, linear in _linears(model):
         rows, cols = linear.weight.shape
         dtype, device = linear.weight.dtype, linear.weight.device
@@ -172,6 +177,17 @@ def quantized_skeleton(model: Transformer, config: QuantConfig, kinds: dict[str,
         setattr(model.get_submodule(parent) if parent else model, attr, layer)
     model.quantization = config
     return model
+
+
+def _kinds_problem(kinds: dict, config: QuantConfig, layers: set[str]) -> str | None:
+    for name, kind in kinds.items():
+        if name not in layers:
+            return f"{name!r} is no linear layer of this model"
+        if kind not in METHODS:
+            return f"{name} is {kind!r}, not one of {', '.join(METHODS)}"
+        if kind == "int4" and config.method != "int4":
+            return f"{name} is int4 in a {config.method} model"
+    return None
 
 
 def layer_kinds(model: nn.Module) -> dict[str, str]:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from llamafoundry.config import ModelConfig, get_preset
 from llamafoundry.errors import UserError
@@ -24,16 +26,57 @@ from llamafoundry.fileio import read_toml
 from llamafoundry.train.optim import OptimConfig
 
 
+class _Section:
+    """A recipe table, checked when it is built: `choices` of its string fields, `_problem` the rest."""
+
+    name: ClassVar[str]
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        for key, allowed in self.choices.items():
+            if getattr(self, key) not in allowed:
+                raise UserError(
+                    f"{self.name}.{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}"
+                )
+        problem = self._problem()
+        if problem:
+            raise UserError(f"{self.name}.{problem}")
+
+    def _problem(self) -> str | None:
+        return None
+
+
+def _at_least(name: str, value: int, low: int, note: str = "") -> str | None:
+    return None if value >= low else f"{name} must be at least {low}{note}, got {value}"
+
+
+def _within(name: str, value: float, low: float, high: float, interval: str) -> str | None:
+    """`value` in the interval written `interval` ("[0, 1)"), whose ends are `low` and `high`."""
+    inside = (low < value if interval[0] == "(" else low <= value) and (
+        value < high if interval[-1] == ")" else value <= high
+    )
+    return None if inside else f"{name} must be in {interval}, got {value}"
+
+
 @dataclass
-class DataSection:
+class DataSection(_Section):
+    name: ClassVar[str] = "data"
     tokens: str = ""  # folder written by `llamafoundry data tokenize` (manifest.json + shards)
     seq_len: int = 512
     mixture: str = ""  # a TOML file with a [mixture] table; empty: Table 1 weights (or token shares)
     verify_checksums: bool = True
 
+    def _problem(self) -> str | None:
+        return _at_least("seq_len", self.seq_len, 1)
+
 
 @dataclass
-class TrainSection:
+class TrainSection(_Section):
+    name: ClassVar[str] = "train"
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"precision": ("auto", "bf16", "fp32")}
     batch_tokens: int = 65536  # global batch in tokens (the paper: 4M); reached by accumulation
     micro_batch: int = 8  # sequences per forward/backward on one rank
     steps: int = 0  # how long to train: exactly one of steps, tokens, max_minutes
@@ -45,10 +88,37 @@ class TrainSection:
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # inf: no clipping
     precision: str = "auto"  # auto | bf16 | fp32
     seed: int = 0
     log_every: int = 1
+
+    def _problem(self) -> str | None:
+        return (
+            _at_least("batch_tokens", self.batch_tokens, 1)
+            or _at_least("micro_batch", self.micro_batch, 1)
+            or _at_least("steps", self.steps, 0, " (0: not set)")
+            or _at_least("tokens", self.tokens, 0, " (0: not set)")
+            or _within("max_minutes", self.max_minutes, 0, math.inf, "[0, inf)")
+            or _within("lr", self.lr, 0, math.inf, "(0, inf)")
+            or _within("min_lr_ratio", self.min_lr_ratio, 0, 1, "[0, 1]")
+            or self._warmup_problem()
+            or _within("weight_decay", self.weight_decay, 0, math.inf, "[0, inf)")
+            # Adam's moving averages: a beta of 1 never updates them, above 1 they diverge.
+            or _within("beta1", self.beta1, 0, 1, "[0, 1)")
+            or _within("beta2", self.beta2, 0, 1, "[0, 1)")
+            # A clip of 0 zeroes every update and a negative one reverses it: no clipping is inf.
+            or _within("grad_clip", self.grad_clip, 0, math.inf, "(0, inf]")
+            or _within("seed", self.seed, -(2**63), 2**64, "[-2**63, 2**64)")  # torch's seeds
+            or _at_least("log_every", self.log_every, 1)
+        )
+
+    def _warmup_problem(self) -> str | None:
+        if self.warmup_steps < -1:
+            return f"warmup_steps must be -1 (the paper's, scaled) or at least 0, got {self.warmup_steps}"
+        if self.steps and self.warmup_steps > self.steps:
+            return f"warmup_steps {self.warmup_steps} exceeds the run's {self.steps} steps"
+        return None
 
     def optim_config(self) -> OptimConfig:
         """The optimiser settings of this section: every OptimConfig field it names, the rest defaults."""
@@ -60,30 +130,54 @@ class TrainSection:
 
 
 @dataclass
-class EvalSection:
+class EvalSection(_Section):
+    name: ClassVar[str] = "eval"
     every: int = 100  # steps between validation-loss measurements (0: only at the end)
     batches: int = 10  # micro-batches of held-out windows per measurement
 
+    def _problem(self) -> str | None:
+        return _at_least("every", self.every, 0, " (0: only at the end)") or _at_least(
+            "batches", self.batches, 1
+        )
+
 
 @dataclass
-class CheckpointSection:
+class CheckpointSection(_Section):
+    name: ClassVar[str] = "checkpoint"
     every: int = 500  # steps between checkpoints (0: only at the end)
-    keep: int = 2  # newest checkpoints kept
+    keep: int = 2  # newest checkpoints kept (0: all of them)
+
+    def _problem(self) -> str | None:
+        return _at_least("every", self.every, 0, " (0: only at the end)") or _at_least(
+            "keep", self.keep, 0, " (0: all of them)"
+        )
 
 
 @dataclass
-class OutputSection:
+class OutputSection(_Section):
+    name: ClassVar[str] = "output"
     dir: str = "runs/default"
     tensorboard: bool = True
 
 
 @dataclass
-class ParallelSection:
+class ParallelSection(_Section):
+    name: ClassVar[str] = "parallel"
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "activation_checkpoint": ("none", "full", "selective"),
+        "compile": ("auto", "true", "false"),
+        "sdpa_backend": ("auto", "flash", "efficient", "math"),
+    }
     dp_shard: int = -1  # FSDP2 data-parallel degree; -1: every rank not used by tp
     tp: int = 1  # tensor (+ sequence) parallel degree
     activation_checkpoint: str = "none"  # none | full | selective
     compile: str = "auto"  # auto (on for CUDA) | true | false
     sdpa_backend: str = "auto"  # auto | flash | efficient | math
+
+    def _problem(self) -> str | None:
+        return _at_least("dp_shard", self.dp_shard, -1, " (-1: every rank not used by tp)") or _at_least(
+            "tp", self.tp, 1
+        )
 
 
 @dataclass
@@ -181,10 +275,13 @@ def _build(values: dict, where: str) -> RunRecipe:
             continue
         target = getattr(config, section)
         hints = typing.get_type_hints(type(target))
-        for key, value in table.items():
-            if key not in hints:
-                raise UserError(f"{where}: unknown key {section}.{key}; known: {sorted(hints)}")
-            setattr(target, key, _typed(value, hints[key], f"{section}.{key}", where))
+        fields = {f.name for f in dataclasses.fields(target)}
+        for key in table:
+            if key not in fields:
+                raise UserError(f"{where}: unknown key {section}.{key}; known: {sorted(fields)}")
+        # Built whole, so the section checks its values together (warmup within steps).
+        typed = {key: _typed(value, hints[key], f"{section}.{key}", where) for key, value in table.items()}
+        setattr(config, section, dataclasses.replace(target, **typed))
     return config
 
 
@@ -223,35 +320,17 @@ def _is_union(hint: object) -> bool:
     return typing.get_origin(hint) in (typing.Union, types.UnionType)
 
 
-_CHOICES = {
-    ("train", "precision"): ("auto", "bf16", "fp32"),
-    ("parallel", "activation_checkpoint"): ("none", "full", "selective"),
-    ("parallel", "compile"): ("auto", "true", "false"),
-    ("parallel", "sdpa_backend"): ("auto", "flash", "efficient", "math"),
-}
-
-
 def validate(cfg: RunRecipe) -> None:
-    """Checks that need more than one field, or a field's allowed values; a UserError names the fix."""
-    for (section, key), allowed in _CHOICES.items():
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
-            raise UserError(f"{section}.{key} must be one of {', '.join(allowed)}, got {value!r}")
+    """The whole recipe, ready to train: every section (again: code may have changed a field since it
+    was built), then what needs more than one of them; a UserError names the fix."""
+    for section in (cfg.data, cfg.train, cfg.eval, cfg.checkpoint, cfg.output, cfg.parallel):
+        section.check()
+    cfg.model_config()
     durations = [name for name in ("steps", "tokens", "max_minutes") if getattr(cfg.train, name)]
     if len(durations) != 1:
         raise UserError(
             "set exactly one of train.steps, train.tokens, train.max_minutes "
             f"(set: {', '.join(durations) or 'none'})"
         )
-    for section, key in (
-        ("train", "batch_tokens"),
-        ("train", "micro_batch"),
-        ("data", "seq_len"),
-        ("train", "lr"),
-        ("eval", "batches"),
-        ("parallel", "tp"),
-    ):
-        if getattr(getattr(cfg, section), key) <= 0:
-            raise UserError(f"{section}.{key} must be positive")
     if not cfg.data.tokens:
         raise UserError("data.tokens is not set: point it at a folder built by `llamafoundry data tokenize`")

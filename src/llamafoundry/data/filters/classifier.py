@@ -8,6 +8,7 @@ cites as positives, random CommonCrawl pages as negatives), `ReferenceClassifier
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -44,6 +45,20 @@ class ClassifierConfig:
     seed: int = 0
     quantize: bool = False  # smaller file (.ftz-style), slightly less accurate
 
+    def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem:
+            raise UserError(f"invalid classifier settings: {problem}")
+
+    def _problem(self) -> str | None:
+        for name in ("epochs", "word_ngrams", "dim", "min_count"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                return f"{name} must be at least 1, got {value!r}"
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            return f"lr must be a finite number > 0, got {self.lr!r}"
+        return None
+
 
 def train_classifier(
     positives: Iterable[str],
@@ -79,17 +94,20 @@ def train_classifier(
     with tempfile.TemporaryDirectory(prefix="llamafoundry-cls-") as tmp:
         train_file = Path(tmp) / "train.txt"
         train_file.write_text("\n".join(examples) + "\n", encoding="utf-8")
-        model = fasttext.train_supervised(
-            input=str(train_file),
-            epoch=config.epochs,
-            lr=config.lr,
-            wordNgrams=config.word_ngrams,
-            dim=config.dim,
-            minCount=config.min_count,
-            seed=config.seed,
-            thread=1,
-            verbose=0,
-        )
+        try:
+            model = fasttext.train_supervised(
+                input=str(train_file),
+                epoch=config.epochs,
+                lr=config.lr,
+                wordNgrams=config.word_ngrams,
+                dim=config.dim,
+                minCount=config.min_count,
+                seed=config.seed,
+                thread=1,
+                verbose=0,
+            )
+        except RuntimeError as exc:  # how fastText reports divergence: "Encountered NaN."
+            raise UserError(f"training the classifier diverged ({exc}); lower the learning rate") from None
         if config.quantize:
             model.quantize(input=str(train_file), retrain=True)
         _, precision, recall = model.test(str(train_file))
