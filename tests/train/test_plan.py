@@ -3,7 +3,7 @@
 import pytest
 
 from llamafoundry.config import get_preset
-from llamafoundry.footprint import footprint
+from llamafoundry.footprint import EnergyMeter, footprint
 from llamafoundry.train.plan import PAPER_GPU_HOURS, PAPER_TOKENS, make_plan, memory_gb
 
 
@@ -25,6 +25,35 @@ def test_the_section_6_formula_gives_table_15():
     f = footprint(1_022_362, 400)  # 65B
     assert (round(f.energy_mwh), round(f.tco2eq)) == (450, 173)
     assert round(footprint(82_432, 400).tco2eq) == 14  # 7B
+
+
+def test_footprint_paper_prints_table_15_as_the_paper_does(cli):
+    done = cli("footprint", "--paper")
+    assert done.returncode == 0
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| LLaMA")]
+    # Our formula's MWh and tCO2eq, to the paper's precision, equal its printed columns on every row.
+    assert [(r[4], r[5], r[6].rstrip(" |")) for r in rows] == [
+        ("36", "14", "36, 14"),
+        ("59", "23", "59, 23"),
+        ("233", "90", "233, 90"),
+        ("449", "173", "449, 173"),
+    ]
+
+
+def test_footprint_takes_the_formulas_inputs(cli):
+    done = cli("footprint", "1000", "--power", "700", "--pue", "1.2", "--carbon-intensity", "0.06")
+    assert "0.84 MWh" in done.stdout and "0.05 tCO2eq" in done.stdout  # 1000 h x 700 W x 1.2; x 0.06
+    for bad in (["--pue", "0.9"], ["--carbon-intensity", "-1"], ["--paper"]):
+        args = ["footprint", "1000", *bad]
+        assert cli(*args).returncode != 0, bad
+    assert cli("footprint").returncode != 0
+
+
+def test_energy_meter_counts_from_its_start():
+    counter = iter([5_000_000, 5_000_000 + 3_600_000 * 2])  # mJ: 2 Wh drawn in between
+    meter = EnergyMeter(read_mj=lambda: next(counter))
+    assert meter.available and meter.wh() == pytest.approx(2.0)
+    assert not EnergyMeter(device_index=None).available  # no CUDA device: estimate instead
 
 
 def test_memory_falls_with_tensor_parallelism_and_checkpointing():

@@ -35,8 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "footprint", help="energy (MWh) and tCO2eq of GPU-hours, the paper's Sec. 6 formula"
     )
-    p.add_argument("gpu_hours", type=float)
+    p.add_argument("gpu_hours", type=float, nargs="?", help="GPU-hours (omit with --paper)")
     p.add_argument("--power", type=float, default=400.0, help="watts per GPU (paper: 400 for A100-80GB)")
+    p.add_argument("--pue", type=float, default=1.1, help="power usage effectiveness (paper: 1.1)")
+    p.add_argument(
+        "--carbon-intensity",
+        type=float,
+        default=0.385,
+        help="tCO2eq per MWh (paper: 0.385, the US average; e.g. ~0.06 for France, ~0.5 for China)",
+    )
+    p.add_argument("--paper", action="store_true", help="print Table 15 from the paper's GPU-hours")
     p.set_defaults(func=cmd_footprint)
 
 
@@ -123,11 +131,41 @@ def cmd_footprint(args: argparse.Namespace) -> None:
     from llamafoundry.errors import UserError
     from llamafoundry.footprint import footprint
 
+    if args.paper:
+        if args.gpu_hours is not None:
+            raise UserError("--paper prints the paper's Table 15; drop the GPU-hours, or drop --paper")
+        print(_table_15())
+        return
+    if args.gpu_hours is None:
+        raise UserError("give GPU-hours, e.g. `llamafoundry footprint 82432`, or --paper for Table 15")
     if not (math.isfinite(args.gpu_hours) and args.gpu_hours >= 0):
         raise UserError(f"GPU-hours must be a finite number, 0 or more, got {args.gpu_hours}")
     check_positive(args, "power")
-    f = footprint(args.gpu_hours, args.power)
+    if not (math.isfinite(args.pue) and args.pue >= 1):
+        raise UserError(f"--pue must be 1 or more (the facility's power over the IT power), got {args.pue}")
+    if not (math.isfinite(args.carbon_intensity) and args.carbon_intensity >= 0):
+        raise UserError(f"--carbon-intensity must be 0 or more tCO2eq per MWh, got {args.carbon_intensity}")
+    f = footprint(args.gpu_hours, args.power, args.pue, args.carbon_intensity)
     print(
-        f"{args.gpu_hours:,.0f} GPU-hours at {args.power:.0f} W, PUE 1.1: {f.energy_mwh:,.1f} MWh, "
-        f"{f.tco2eq:,.1f} tCO2eq (0.385 t/MWh)"
+        f"{args.gpu_hours:,.0f} GPU-hours at {args.power:.0f} W, PUE {args.pue:g}: {f.energy_mwh:,.2f} MWh, "
+        f"{f.tco2eq:,.2f} tCO2eq ({args.carbon_intensity:g} t/MWh)"
     )
+
+
+def _table_15() -> str:
+    """Table 15 from the paper's GPU-hours and the Sec. 6 formula, to the paper's precision, beside its print."""
+    from llamafoundry.footprint import PAPER_GPU, table_15
+
+    gpu, power = PAPER_GPU
+    lines = [
+        "Table 15 (Touvron et al., 2023): Wh = GPU-hours x GPU power x PUE 1.1; tCO2eq = MWh x 0.385",
+        "",
+        "| model | GPU | GPU power | GPU-hours | MWh | tCO2eq | paper: MWh, tCO2eq |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model, hours, f, (mwh, tco2) in table_15():
+        # The paper truncates MWh (65B: 449.84 -> 449) and rounds tCO2eq (7B: 13.96 -> 14): so do we.
+        lines.append(
+            f"| {model} | {gpu} | {power:.0f} W | {hours:,} | {int(f.energy_mwh)} | {round(f.tco2eq)} | {mwh}, {tco2} |"
+        )
+    return "\n".join(lines)

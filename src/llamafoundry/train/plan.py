@@ -22,14 +22,15 @@ from dataclasses import dataclass
 
 from llamafoundry.config import ModelConfig, flops_per_token, num_params
 from llamafoundry.errors import UserError
-from llamafoundry.footprint import Footprint, footprint
+from llamafoundry.footprint import PAPER_TABLE_15, Footprint, footprint
 from llamafoundry.hardware import GPUS
 
 # Section 2 and Table 15 of the paper, for the side-by-side.
 PAPER_TOKENS = {"llama-7b": 1.0e12, "llama-13b": 1.0e12, "llama-33b": 1.4e12, "llama-65b": 1.4e12}
-PAPER_GPU_HOURS = {"llama-7b": 82_432, "llama-13b": 135_168, "llama-33b": 530_432, "llama-65b": 1_022_362}
-PAPER_MWH = {"llama-7b": 36, "llama-13b": 59, "llama-33b": 233, "llama-65b": 449}
-PAPER_TCO2 = {"llama-7b": 14, "llama-13b": 23, "llama-33b": 90, "llama-65b": 173}
+_TABLE_15 = {model.lower(): row for model, row in PAPER_TABLE_15.items()}  # "llama-7b": (hours, MWh, t)
+PAPER_GPU_HOURS = {preset: row[0] for preset, row in _TABLE_15.items()}
+PAPER_MWH = {preset: row[1] for preset, row in _TABLE_15.items()}
+PAPER_TCO2 = {preset: row[2] for preset, row in _TABLE_15.items()}
 PAPER_65B = {"tokens_per_s_per_gpu": 380, "days": 21}
 
 _ACTIVATION_H_BYTES = {"none": 50, "selective": 27, "full": 4}
