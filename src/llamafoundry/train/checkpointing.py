@@ -4,14 +4,17 @@ A checkpoint is a folder `step_00001000/` holding the DCP files (model and optim
 across ranks when the model is, re-shardable to another world size on load, RNG state) and
 `trainer_state.json` (step, schedule horizon, data-loader position, run config, model shape). It is
 written as `step_00001000.tmp/` and renamed once complete, so a crash mid-write leaves only a `.tmp`
-folder that resuming ignores. The newest `keep` complete checkpoints are kept.
+folder, which resuming ignores and the next run's start removes. The newest `keep` complete
+checkpoints are kept.
 
 DCP's `.metadata` file is a pickle: load only checkpoints your own runs wrote.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import shutil
 import warnings
@@ -23,10 +26,14 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from llamafoundry import fileio
 from llamafoundry.errors import UserError
-from llamafoundry.train.distributed import barrier, is_rank0
+from llamafoundry.train.distributed import barrier, is_rank0, on_rank0
 
 STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"step_(\d{8})")
+# A checkpoint being written (.tmp) or being removed (.old); never one to resume from.
+_PARTIAL_DIR = re.compile(r"step_\d{8}\.(tmp|old)")
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 # DCP warns when used in one process without a process group; that is a supported, intended use.
 warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
@@ -45,6 +52,14 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def remove_partial(root: Path) -> None:
+    """Remove what interrupted saves left under `root`: `.tmp` and `.old` checkpoint folders (rank 0)."""
+    if root.is_dir():
+        for folder in root.iterdir():
+            if _PARTIAL_DIR.fullmatch(folder.name) and folder.is_dir():
+                shutil.rmtree(folder)
+
+
 def save_checkpoint(
     root: Path,
     step: int,
@@ -53,26 +68,27 @@ def save_checkpoint(
     trainer_state: dict,
     keep: int,
 ) -> Path:
-    """Write checkpoint `step` under `root` (collective: every rank calls it), then prune old ones."""
+    """Write checkpoint `step` under `root` (collective: every rank calls it), then prune old ones.
+
+    A failed write is a UserError naming the cause (a full disk, a read-only folder) on every rank; the
+    checkpoints written before stay as they were.
+    """
     final = root / f"step_{step:08d}"
     tmp = root / f"step_{step:08d}.tmp"
-    if is_rank0():
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    barrier()
+
+    def problem(exc: OSError) -> str:
+        return _save_problem(exc, step, root)
+
+    on_rank0(lambda: _fresh_folder(tmp), problem)
     model_state, optim_state = get_state_dict(model, optimizer)
-    dcp.save(
-        {"model": model_state, "optim": optim_state, "rng": torch.get_rng_state()}, checkpoint_id=str(tmp)
-    )
+    state = {"model": model_state, "optim": optim_state, "rng": torch.get_rng_state()}
+    try:
+        dcp.save(state, checkpoint_id=str(tmp))
+    except (Exception, KeyboardInterrupt, dcp.CheckpointException) as exc:  # the last: a BaseException
+        _reraise_interrupt(exc)
+        raise _save_failure(exc, step, root, tmp, _tensor_bytes(state)) from None
     barrier()
-    if is_rank0():
-        fileio.write_json(tmp / STATE_FILE, trainer_state)  # last: marks the folder complete
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        for old in complete_checkpoints(root)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-    barrier()
+    on_rank0(lambda: _finish(tmp, final, trainer_state, keep), problem)
     return final
 
 
@@ -92,9 +108,99 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     loaded = {"model": model_state, "optim": optim_state, "rng": torch.empty_like(torch.get_rng_state())}
     try:
         dcp.load(loaded, checkpoint_id=str(folder))
-    except Exception as exc:  # DCP raises CheckpointException wrapping per-rank errors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (Exception, KeyboardInterrupt, dcp.CheckpointException) as exc:  # the last: a BaseException
+        _reraise_interrupt(exc)
+        cause = next((c for c in _causes(exc) if not isinstance(c, dcp.CheckpointException)), exc)
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise UserError(f"cannot load checkpoint {folder}: {first}") from None
     set_state_dict(model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
     torch.set_rng_state(loaded["rng"])
     return state
+
+
+def _fresh_folder(tmp: Path) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+
+def _finish(tmp: Path, final: Path, trainer_state: dict, keep: int) -> None:
+    """Rank 0: trainer_state.json (last: it marks the folder complete), rename, prune."""
+    fileio.write_json(tmp / STATE_FILE, trainer_state)
+    _retire(final)
+    tmp.rename(final)
+    for old in complete_checkpoints(final.parent)[:-keep] if keep > 0 else []:
+        _retire(old)
+
+
+def _retire(folder: Path) -> None:
+    """Remove a checkpoint folder; renamed first, so that no half-removed folder looks complete."""
+    if folder.exists():
+        old = folder.with_name(folder.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+        shutil.rmtree(old)
+
+
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Ctrl-C inside DCP arrives wrapped in its CheckpointException: let it through as itself."""
+    for cause in _causes(exc):
+        if isinstance(cause, KeyboardInterrupt):
+            raise cause from None
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc`, the per-rank exceptions a DCP CheckpointException holds, and what each was raised from."""
+    found, todo = [], [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or any(current is seen for seen in found):
+            continue
+        found.append(current)
+        for failure in getattr(current, "failures", {}).values():  # rank -> (exception, traceback)
+            todo.append(failure[0] if isinstance(failure, tuple) else failure)
+        todo += [current.__cause__, current.__context__]
+    return found
+
+
+def _save_failure(exc: BaseException, step: int, root: Path, tmp: Path, needed: int) -> BaseException:
+    """The UserError for a failed DCP write, or `exc` itself when it is no I/O problem (our bug)."""
+    os_errors = [c for c in _causes(exc) if isinstance(c, OSError)]
+    try:
+        # torch's file writer can lose the errno ("unexpected pos 704 vs 598"): a disk without room for
+        # this rank's share of the checkpoint is the cause then.
+        full = shutil.disk_usage(tmp if tmp.exists() else root).free < needed
+    except OSError:
+        full = False
+    if is_rank0():
+        shutil.rmtree(tmp, ignore_errors=True)
+    if full and not any(e.errno in _DISK_FULL for e in os_errors):
+        os_errors.insert(0, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    if not os_errors:
+        return exc
+    return UserError(_save_problem(os_errors[0], step, root))
+
+
+def _save_problem(exc: OSError, step: int, root: Path) -> str:
+    cause = exc.strerror or str(exc)
+    if exc.errno in _DISK_FULL:
+        fix = "free space there, lower checkpoint.keep, or set output.dir on a larger disk"
+    elif exc.errno in _READ_ONLY:
+        fix = "make it writable or set output.dir to a writable folder"
+    else:
+        fix = "check that disk"
+    return (
+        f"{cause} while saving checkpoint step {step} to {root}: {fix}; --resume continues from the "
+        "last complete checkpoint"
+    )
+
+
+def _tensor_bytes(state: object) -> int:
+    """Bytes of the tensors in a (nested) state dict held by this rank."""
+    if isinstance(state, dict):
+        return sum(_tensor_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in state)
+    if isinstance(state, torch.Tensor):
+        local = state.to_local() if hasattr(state, "to_local") else state  # a DTensor's shard
+        return local.numel() * local.element_size()
+    return 0

@@ -30,7 +30,7 @@ from llamafoundry.errors import UserError
 from llamafoundry.footprint import energy_wh
 from llamafoundry.tokenizer import Tokenizer
 from llamafoundry.train import checkpointing, parallel
-from llamafoundry.train.distributed import Runtime, init_runtime, shutdown
+from llamafoundry.train.distributed import Runtime, init_runtime, on_rank0, shutdown
 from llamafoundry.train.metrics import (
     MetricsLogger,
     device_power_w,
@@ -213,7 +213,8 @@ class Trainer:
             bar.close()
             self._save_on_interrupt()
             raise
-        bar.close()
+        finally:
+            bar.close()  # before any error's line
         val = self.validate()
         logger.log(val)
         logger.close()
@@ -322,12 +323,23 @@ class Trainer:
         fileio.write_text(self.out / "report.md", "\n".join(lines) + "\n")
 
     def _prepare_output(self) -> None:
-        """output.dir with the recipe and tokenizer; on resume, metrics of steps to be run again dropped."""
-        if self.rt.is_main:
+        """output.dir with the recipe and tokenizer, without what interrupted saves left; on resume,
+        metrics of steps to be run again dropped."""
+
+        def prepare() -> None:
             self.out.mkdir(parents=True, exist_ok=True)
+            checkpointing.remove_partial(self.out / "checkpoints")
             _truncate_metrics(self.out / "metrics.jsonl", self.progress.step)
             fileio.write_text(self.out / "config.toml", self.recipe.to_toml())
             shutil.copyfile(self.shards / "tokenizer.model", self.out / "tokenizer.model")
+
+        on_rank0(
+            prepare,
+            lambda exc: (
+                f"cannot write to output.dir {self.out} ({exc.strerror or exc}): make it writable "
+                "or choose another folder"
+            ),
+        )
 
     def _progress_bar(self) -> tqdm:
         """The run's one-line summary, then a bar of its steps (rank 0)."""
