@@ -1,6 +1,6 @@
-"""A checkpoint that cannot be written ends the run with one line naming the cause and the fix, and loses
-nothing: a full disk, a read-only folder. The checkpoint before stays the one to resume from, and what
-an interrupted save left is removed at the next start."""
+"""A checkpoint that cannot be written or read ends the run with one line naming the cause and the fix, and
+loses nothing: a full disk, a read-only folder, a truncated shard, a missing `.metadata`. The checkpoint
+before stays the one to resume from, and what an interrupted save left is removed at the next start."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from llamafoundry.train.checkpointing import complete_checkpoints, verify_manifest
 from tests.helpers import assert_user_error, tiny_train_args
 from tests.train import conftest
 
@@ -59,6 +60,7 @@ def test_a_full_disk_is_one_line_and_the_checkpoint_before_resumes(shakespeare_t
     assert_user_error(result, "No space left on device while saving checkpoint step 4", "free space")
     run = tmp_path / "left" / "run"
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_00000002"]
+    verify_manifest(run / "checkpoints" / "step_00000002")
 
     resumed = cli(*args(shakespeare_tokens, run, 8, "--resume"))  # on a disk with room
     assert resumed.returncode == 0, resumed.stderr
@@ -76,6 +78,33 @@ def test_a_read_only_checkpoint_folder_is_one_line(shakespeare_tokens, tmp_path)
     mounts = [("size=8m", disk), ("ro,size=1m", disk / "run" / "checkpoints")]
     result = on_small_disks(tmp_path, mounts, args(shakespeare_tokens, disk / "run", 4))
     assert_user_error(result, "Read-only file system while saving checkpoint step 2", "writable")
+
+
+@pytest.mark.parametrize("damage", ["truncate a shard", "delete .metadata"])
+def test_a_damaged_checkpoint_is_refused_in_one_line_and_left_alone(
+    shakespeare_tokens, tmp_path, cli, damage
+):
+    run = tmp_path / "run"
+    assert cli(*args(shakespeare_tokens, run, 4)).returncode == 0
+    latest = run / "checkpoints" / "step_00000004"
+    if damage == "truncate a shard":
+        shard = latest / "__0_0.distcp"
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+        expected = ["damaged", "__0_0.distcp has", "truncated"]
+    else:
+        (latest / ".metadata").unlink()
+        expected = ["damaged", ".metadata is missing"]
+    files = sorted((p.name, p.stat().st_size) for p in latest.iterdir())
+
+    result = cli(*args(shakespeare_tokens, run, 4, "--resume"))
+    assert_user_error(result, str(latest), *expected, "to resume from the checkpoint before it")
+    assert sorted((p.name, p.stat().st_size) for p in latest.iterdir()) == files
+
+    shutil.move(latest, tmp_path / "set-aside")  # as the message says
+    resumed = cli(*args(shakespeare_tokens, run, 4, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert [p.name for p in complete_checkpoints(run / "checkpoints")] == ["step_00000002", "step_00000004"]
+    verify_manifest(latest)
 
 
 def test_what_an_interrupted_save_left_is_removed_at_the_next_start(shakespeare_tokens, tmp_path, cli):
