@@ -82,4 +82,4 @@ def test_a_file_the_manifest_does_not_list_is_refused(shakespeare_tokens, run, c
     (folder / "__0.metadata").write_bytes(pickle.dumps(Planted(folder / "ran")))
 
     result = cli(*args(shakespeare_tokens, run, "--resume"))
-    assert_user_error(result, "is not a llamafoundry checkpoint manifest", "does not list __0.metadata")
+    assert_user_error(result, "holds __0.metadata, which its manifest.json does not list")

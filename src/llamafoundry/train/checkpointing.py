@@ -155,6 +155,14 @@ def verify_manifest(folder: Path) -> None:
     """Refuse (UserError) a checkpoint folder without our manifest or whose DCP files differ from it."""
     manifest = _read_manifest(folder)
     advice = f"move that folder out of {folder.parent.name}/ to resume from the checkpoint before it"
+    unlisted = sorted(
+        p.name for p in folder.iterdir() if p.name not in (*manifest["files"], MANIFEST, STATE_FILE)
+    )
+    if unlisted:
+        raise UserError(
+            f"checkpoint {folder} holds {', '.join(unlisted)}, which its {MANIFEST} does not list (DCP "
+            f"could unpickle it); {advice}"
+        )
     for name, entry in manifest["files"].items():
         path = folder / name
         if not path.is_file():
@@ -184,7 +192,7 @@ def _read_manifest(folder: Path) -> dict:
         )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        problem = _manifest_problem(manifest, folder)
+        problem = _manifest_problem(manifest)
     except (OSError, ValueError) as exc:
         problem = str(exc)
     if problem:
@@ -194,9 +202,9 @@ def _read_manifest(folder: Path) -> dict:
     return manifest
 
 
-def _manifest_problem(manifest: object, folder: Path) -> str | None:
-    """What makes `manifest` unusable for `folder`, or None: it must list every DCP file there, with its
-    size, and the sha256 of `.metadata` and of the pickled regions."""
+def _manifest_problem(manifest: object) -> str | None:
+    """What makes `manifest` unusable, or None: it must give each DCP file's size, and the sha256 of
+    `.metadata` and of the pickled regions."""
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         return f"not of format {MANIFEST_FORMAT}"
     files = manifest.get("files")
@@ -212,8 +220,7 @@ def _manifest_problem(manifest: object, folder: Path) -> str | None:
         regions = entry.get("pickled", [])
         if not isinstance(regions, list) or not all(_is_region(r) for r in regions):
             return f"bad pickled regions for {name!r}"
-    unlisted = sorted(p.name for p in folder.iterdir() if p.name not in (*files, MANIFEST, STATE_FILE))
-    return f"it does not list {', '.join(unlisted)}" if unlisted else None
+    return None
 
 
 def _is_region(region: object) -> bool:
