@@ -42,9 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"llamafoundry {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"llamafoundry {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # an Interrupted run says where it stopped
+        if not getattr(exc, "quiet", False):
+            print(f"llamafoundry {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
     except BrokenPipeError:  # e.g. `llamafoundry info ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

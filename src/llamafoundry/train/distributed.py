@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,32 @@ def barrier() -> None:
     """Wait for every rank (nothing to wait for without a process group)."""
     if dist.is_initialized():
         dist.barrier()
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest of every rank's `value` (collective: every rank calls it; `value` without a group)."""
+    if not dist.is_initialized():
+        return value
+    nccl = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    tensor = torch.tensor(value, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def on_rank0(action: Callable[[], None], problem: Callable[[OSError], str]) -> None:
+    """Run `action` on rank 0 only (collective); an OSError there becomes a UserError on every rank,
+    worded by `problem`, so that no rank waits forever at the next collective for one that gave up."""
+    error: OSError | None = None
+    if is_rank0():
+        try:
+            action()
+        except OSError as exc:
+            error = exc
+    if max_over_ranks(int(error is not None)):
+        raise UserError(
+            problem(error) if error else "rank 0 could not write the run's files: see its message"
+        )
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ measure the peak: the best of a few large matmuls in the run's precision.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -29,10 +30,12 @@ def perplexity(loss: float) -> float:
     return math.exp(min(loss, MAX_PERPLEXITY_LOSS))
 
 
+@functools.cache
 def measure_matmul_flops(
     dtype: torch.dtype, device: str | torch.device = "cpu", size: int = 2048, repeats: int = 5
 ) -> float:
-    """Best achieved FLOP/s of a square matmul of `size` in `dtype` on `device`."""
+    """Best achieved FLOP/s of a square matmul of `size` in `dtype` on `device`, measured once per process
+    (it takes the CPU for 0.5-2 s, and every Trainer asks)."""
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
     torch.mm(a, b)  # warm up kernels and caches

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -26,11 +27,11 @@ from llamafoundry.config import ModelConfig, flops_per_token, num_params
 from llamafoundry.data.loader import TokenLoader
 from llamafoundry.data.mixture import load_mixture
 from llamafoundry.data.shards import read_manifest
-from llamafoundry.errors import UserError
+from llamafoundry.errors import Interrupted, UserError
 from llamafoundry.footprint import energy_wh
 from llamafoundry.tokenizer import Tokenizer
 from llamafoundry.train import checkpointing, parallel
-from llamafoundry.train.distributed import Runtime, init_runtime, shutdown
+from llamafoundry.train.distributed import Runtime, init_runtime, on_rank0, shutdown
 from llamafoundry.train.metrics import (
     MetricsLogger,
     device_power_w,
@@ -42,6 +43,7 @@ from llamafoundry.train.metrics import (
 from llamafoundry.train.optim import Schedule, build_optimizer, clip_grad_norm
 from llamafoundry.train.recipe import RunRecipe
 from llamafoundry.train.recipe import validate as validate_recipe
+from llamafoundry.train.stopping import StopSignals
 
 # The report's tokens/s and MFU average the last training records: compilation and warm-up are over.
 REPORT_LAST_RECORDS = 20
@@ -156,6 +158,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, self.optim_cfg)
         self.loader = self._loader("train")
         self.loss_fn = parallel.training_loss(recipe.parallel, self.layout, self.rt.device)
+        # The newest checkpoint of this run, as (step, folder), once there is one.
+        self.checkpoint: tuple[int, Path] | None = None
         self.progress, self.total_steps = self._starting_point(init_state)
         self.schedule = Schedule(self.optim_cfg, self.total_steps)
         # The denominators of MFU and energy (measuring a CPU's peak draws random numbers: after the init).
@@ -167,6 +171,7 @@ class Trainer:
         """The checkpoint's progress and horizon when resuming; else step 0 (from `init_state` if given)."""
         if self.resume_from is not None:
             state = checkpointing.load_checkpoint(self.resume_from, self.model, self.optimizer)
+            self.checkpoint = (state["step"], self.resume_from)
             self.loader.load_state_dict(state["loader"])
             return Progress(state["step"], state["tokens"], state["elapsed_s"]), state["total_steps"]
         if init_state is not None:
@@ -197,30 +202,35 @@ class Trainer:
         )
 
     def fit(self) -> TrainResult:
-        """Train to the horizon in output.dir; a Ctrl-C saves a checkpoint first, so `resume` continues."""
-        self._prepare_output()
-        logger = MetricsLogger(self.out, self.recipe.output.tensorboard, enabled=self.rt.is_main)
-        bar = self._progress_bar()
-        self.model.train()
-        train_loss = float("nan")
-        try:
-            while self.progress.step < self.total_steps:
-                record = self.step()
-                train_loss = record["loss"]
-                self._log_step(record, logger, bar)
-                if self._due(self.recipe.eval.every):
-                    logger.log(self.validate())
-                if self._due(self.recipe.checkpoint.every):
-                    self.save()
-        except KeyboardInterrupt:
-            bar.close()
-            self._save_on_interrupt()
-            raise
-        bar.close()
-        val = self.validate()
-        logger.log(val)
-        logger.close()
-        self.save()
+        """Train to the horizon in output.dir.
+
+        SIGINT (Ctrl-C) or SIGTERM stops the run at the end of the step under way, with a checkpoint
+        there, and raises `Interrupted` saying so: `resume` continues exactly (train/stopping.py).
+        """
+        with StopSignals(self.rt) as stop:
+            self._prepare_output()
+            logger = MetricsLogger(self.out, self.recipe.output.tensorboard, enabled=self.rt.is_main)
+            bar = self._progress_bar()
+            self.model.train()
+            train_loss = float("nan")
+            try:
+                while self.progress.step < self.total_steps:
+                    record = self.step()
+                    train_loss = record["loss"]
+                    self._log_step(record, logger, bar)
+                    if self._due(self.recipe.eval.every):
+                        logger.log(self.validate())
+                    if self._due(self.recipe.checkpoint.every):
+                        self.save()
+                    self._stop_if_asked(stop)
+                bar.close()
+                val = self.validate()
+                logger.log(val)
+            finally:
+                bar.close()
+                logger.close()
+            self.save()
+            self._stop_if_asked(stop, before="exporting the model")
         self.export()
         p = self.progress
         result = TrainResult(p.step, p.tokens, train_loss, val["loss"], p.elapsed_s, self.out)
@@ -270,7 +280,10 @@ class Trainer:
         return record
 
     def save(self) -> Path:
-        """A resumable checkpoint of the run as it stands (collective: every rank calls it)."""
+        """A resumable checkpoint of the run as it stands (collective: every rank calls it); the one
+        already there when this step has one (loaded or saved)."""
+        if self.checkpoint is not None and self.checkpoint[0] == self.progress.step:
+            return self.checkpoint[1]
         state = {
             "step": self.progress.step,
             "total_steps": self.total_steps,
@@ -281,7 +294,7 @@ class Trainer:
             "world_size": self.rt.world_size,
             "config": self.recipe.to_dict(),
         }
-        return checkpointing.save_checkpoint(
+        folder = checkpointing.save_checkpoint(
             self.out / "checkpoints",
             self.progress.step,
             self.model,
@@ -289,6 +302,8 @@ class Trainer:
             state,
             self.recipe.checkpoint.keep,
         )
+        self.checkpoint = (self.progress.step, folder)
+        return folder
 
     def export(self) -> None:
         """The model folder `output.dir/model` (collective: the model is gathered to rank 0, which writes)."""
@@ -326,12 +341,23 @@ class Trainer:
         fileio.write_text(self.out / "report.md", "\n".join(lines) + "\n")
 
     def _prepare_output(self) -> None:
-        """output.dir with the recipe and tokenizer; on resume, metrics of steps to be run again dropped."""
-        if self.rt.is_main:
+        """output.dir with the recipe and tokenizer, without what interrupted saves left; on resume,
+        metrics of steps to be run again dropped. (Every rank checked output.dir before the model was built.)"""
+
+        def prepare() -> None:
             fileio.claim_run_dir(self.out, RUN_KIND, recognise=_is_unmarked_run)
+            checkpointing.remove_partial(self.out / "checkpoints")
             _truncate_metrics(self.out / "metrics.jsonl", self.progress.step)
             fileio.write_text(self.out / "config.toml", self.recipe.to_toml())
             shutil.copyfile(self.shards / "tokenizer.model", self.out / "tokenizer.model")
+
+        on_rank0(
+            prepare,
+            lambda exc: (
+                f"cannot write to output.dir {self.out} ({exc.strerror or exc}): make it writable "
+                "or choose another folder"
+            ),
+        )
 
     def _progress_bar(self) -> tqdm:
         """The run's one-line summary, then a bar of its steps (rank 0)."""
@@ -363,11 +389,20 @@ class Trainer:
         step = self.progress.step
         return bool(every) and step % every == 0 and step < self.total_steps
 
-    def _save_on_interrupt(self) -> None:
-        if self.progress.step > 0:
-            self.save()
-            if self.rt.is_main:
-                print(f"interrupted: saved step {self.progress.step}; continue with --resume")
+    def _stop_if_asked(self, stop: StopSignals, before: str = "") -> None:
+        """At a step boundary: when a signal asked for a stop, save here and raise `Interrupted`."""
+        signum = stop.requested()
+        if not signum:
+            return
+        folder = self.save()
+        name = signal.Signals(signum).name
+        where = f"after step {self.progress.step} of {self.total_steps}"
+        raise Interrupted(
+            f"stopped by {name} {where}{', before ' + before if before else ''}; checkpoint saved in "
+            f"{folder}: continue with --resume",
+            signum,
+            quiet=not self.rt.is_main,
+        )
 
     def _loss(self, batch: torch.Tensor, backward: bool) -> torch.Tensor:
         """Forward (and backward) over this rank's micro-batches; the mean loss over them."""
