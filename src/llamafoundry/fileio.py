@@ -216,12 +216,13 @@ def output_file(
 
 def check_run_dir(path: str | os.PathLike, kind: str, recognise: Recognise | None = None) -> None:
     """A UserError unless `path` can be a run folder of `kind` (a training run, a data run): a folder a
-    command adds to and resumes in. Nothing there, an empty folder, or a `kind` run of ours (its marker,
-    or `recognise` for a run from before markers) will do; files in it that we did not write stay."""
+    command adds to and resumes in. Nothing there, a folder holding no file (empty folders only: a mount
+    point prepared for checkpoints, say), or a `kind` run of ours (its marker, or `recognise` for a run
+    from before markers) will do; files in it that we did not write stay."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} is a file and a {kind} writes a folder; choose another output path")
-    if not path.exists() or not any(path.iterdir()):
+    if not path.exists() or all(p.is_dir() and not p.is_symlink() for p in path.rglob("*")):
         return
     marker = read_marker(path)
     if marker is None and recognise is not None and recognise(path):
