@@ -27,9 +27,26 @@ def test_train_writes_its_run_to_dash_o_on_the_given_device(tmp_path, shakespear
         out,
         "--device",
         "cpu",
+        "--footprint.power_w",
+        "250",
+        "--footprint.carbon_intensity",
+        "0.06",
     )
     assert done.returncode == 0, done.stderr
-    assert (out / "report.md").is_file() and (out / "metrics.jsonl").is_file()
+    assert (out / "metrics.jsonl").is_file()
+    # The report states the Sec. 6 formula with the inputs given (the paper's PUE by default).
+    report = (out / "report.md").read_text()
+    line = next(line for line in report.splitlines() if line.startswith("- footprint"))
+    assert "device-hours x 250 W x PUE 1.1 =" in line and "MWh" in line and "x 0.06 tCO2eq/MWh" in line
     model, tokenizer, cfg = load_model(out / "model")
     assert cfg.vocab_size == 512 and tokenizer is not None
     assert model.tok_embeddings.weight.device.type == "cpu"
+
+
+def test_footprint_inputs_are_checked(tmp_path, shakespeare_tokens, cli):
+    for flag, value in (("pue", "0.5"), ("carbon_intensity", "-1"), ("power_w", "nan")):
+        done = cli(
+            "train", "--data.tokens", shakespeare_tokens, f"--footprint.{flag}", value, "-o", tmp_path / flag
+        )
+        assert done.returncode != 0 and f"footprint.{flag}" in done.stderr, (flag, done.stderr)
+        assert "Traceback" not in done.stderr

@@ -181,6 +181,26 @@ class ParallelSection(_Section):
 
 
 @dataclass
+class FootprintSection(_Section):
+    """The inputs of the Sec. 6 formula for the run's report: Wh = device-hours x power x PUE,
+    tCO2eq = MWh x carbon intensity. The paper's values by default."""
+
+    name: ClassVar[str] = "footprint"
+    power_w: float = 0.0  # per device; 0: the GPU's rated power (hardware.py) or busy CPU cores
+    pue: float = 1.1
+    carbon_intensity: float = 0.385  # tCO2eq per MWh (the US average)
+
+    def _problem(self) -> str | None:
+        if not (math.isfinite(self.power_w) and self.power_w >= 0):
+            return f"power_w must be 0 (the device's own) or more watts, got {self.power_w}"
+        if not (math.isfinite(self.pue) and self.pue >= 1):
+            return f"pue must be 1 or more, got {self.pue}"
+        if not (math.isfinite(self.carbon_intensity) and self.carbon_intensity >= 0):
+            return f"carbon_intensity must be 0 or more tCO2eq per MWh, got {self.carbon_intensity}"
+        return None
+
+
+@dataclass
 class RunRecipe:
     model: dict = field(default_factory=lambda: {"preset": "llama-15m"})
     data: DataSection = field(default_factory=DataSection)
@@ -189,6 +209,7 @@ class RunRecipe:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     output: OutputSection = field(default_factory=OutputSection)
     parallel: ParallelSection = field(default_factory=ParallelSection)
+    footprint: FootprintSection = field(default_factory=FootprintSection)
 
     def model_config(self) -> ModelConfig:
         values = dict(self.model)

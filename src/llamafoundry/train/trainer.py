@@ -28,7 +28,7 @@ from llamafoundry.data.loader import TokenLoader
 from llamafoundry.data.mixture import load_mixture
 from llamafoundry.data.shards import read_manifest
 from llamafoundry.errors import Interrupted, UserError
-from llamafoundry.footprint import energy_wh
+from llamafoundry.footprint import EnergyMeter, energy_wh, footprint
 from llamafoundry.tokenizer import Tokenizer
 from llamafoundry.train import checkpointing, parallel
 from llamafoundry.train.distributed import Runtime, init_runtime, on_rank0, shutdown
@@ -165,7 +165,8 @@ class Trainer:
         # The denominators of MFU and energy (measuring a CPU's peak draws random numbers: after the init).
         self.flops_per_token = flops_per_token(self.model_cfg, recipe.data.seq_len)
         self.peak_flops = peak_flops(self.rt.device, self.precision) * self.rt.world_size
-        self.power_w = device_power_w(self.rt.device)
+        self.power_w = recipe.footprint.power_w or device_power_w(self.rt.device)
+        self.energy_meter = EnergyMeter(self.rt.device.index if self.rt.device.type == "cuda" else None)
 
     def _starting_point(self, init_state: dict[str, torch.Tensor] | None) -> tuple[Progress, int]:
         """The checkpoint's progress and horizon when resuming; else step 0 (from `init_state` if given)."""
@@ -265,7 +266,7 @@ class Trainer:
             "tokens_per_s": tokens_per_s,
             "mfu": tokens_per_s * self.flops_per_token / self.peak_flops,
             "elapsed_s": p.elapsed_s,
-            "energy_wh": energy_wh(p.elapsed_s, self.power_w, self.rt.world_size),
+            "energy_wh": energy_wh(p.elapsed_s, self.power_w, self.rt.world_size, self.recipe.footprint.pue),
         }
 
     def validate(self) -> dict:
@@ -332,13 +333,31 @@ class Trainer:
             f"- final train loss {result.train_loss:.4f}; validation loss {result.val_loss:.4f} "
             f"(perplexity {perplexity(result.val_loss):.2f})",
             f"- time {result.elapsed_s / 60:.1f} min; {tokens_per_s:,.0f} tokens/s; MFU {mfu:.1%} of the measured peak",
-            f"- energy (estimate, Sec. 6 formula): "
-            f"{energy_wh(result.elapsed_s, self.power_w, self.rt.world_size):.1f} Wh",
+            *self._footprint_lines(result),
             "",
             "Files: `model/` (load with `llamafoundry.checkpoint.load_model`), `metrics.jsonl`, `loss_curve.png`, "
             "`config.toml`, `checkpoints/`.",
         ]
         fileio.write_text(self.out / "report.md", "\n".join(lines) + "\n")
+
+    def _footprint_lines(self, result: TrainResult) -> list[str]:
+        """The Sec. 6 formula with its inputs, and NVML's measured energy where the GPUs report it."""
+        fp = self.recipe.footprint
+        device_hours = result.elapsed_s / 3600 * self.rt.world_size
+        f = footprint(device_hours, self.power_w, fp.pue, fp.carbon_intensity)
+        lines = [
+            f"- footprint (Sec. 6 formula): {device_hours:.3g} device-hours x {self.power_w:.0f} W x PUE "
+            f"{fp.pue:g} = {f.energy_mwh:.3g} MWh ({f.energy_mwh * 1e6:.1f} Wh); x {fp.carbon_intensity:g} "
+            f"tCO2eq/MWh = {f.tco2eq:.3g} tCO2eq ({f.tco2eq * 1e3:.3g} kgCO2eq)"
+        ]
+        measured = self.energy_meter.wh()
+        if measured is not None:  # this process's time on rank 0's GPU, taken for every rank's
+            mwh = measured * self.rt.world_size * fp.pue / 1e6
+            lines.append(
+                f"- measured by NVML (this run's segment, rank 0's GPU x {self.rt.world_size} ranks, PUE "
+                f"{fp.pue:g}): {mwh:.3g} MWh, {mwh * fp.carbon_intensity:.3g} tCO2eq"
+            )
+        return lines
 
     def _prepare_output(self) -> None:
         """output.dir with the recipe and tokenizer, without what interrupted saves left; on resume,
