@@ -5,6 +5,7 @@ against a local server that speaks its API (rate limits and errors included)."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -220,3 +221,9 @@ def test_a_failing_task_leaves_the_others_results_written(
     assert [r["task"] for r in results] == ["realtoxicityprompts", "winogender"]
     assert "PERSPECTIVE_API_KEY" in results[0]["error"] and results[1]["n"] == 4
     assert "did not run" in (out / "results.md").read_text()
+
+
+def test_a_missing_scorer_package_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "profanity_check", None)  # what an environment without it imports
+    with pytest.raises(UserError, match="pip install 'llamafoundry\\[safety\\]'"):
+        load_scorer("profanity")
