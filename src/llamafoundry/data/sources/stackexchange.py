@@ -74,7 +74,7 @@ class StackExchangeReader(Reader):
                         rows += 1
                         self._row(elem.attrib, db, f"{path.name} row {rows}")
                         elem.clear()
-            except ET.ParseError as exc:
+            except (ET.ParseError, LookupError) as exc:  # LookupError: an unknown declared encoding
                 cut = truncation(stream)  # a cut compressed file ends the XML early: say which it was
                 reason = "truncated or corrupt file" if cut else "truncated or malformed XML"
                 self.skip(reason, f"{path} after row {rows}: {exc}")
