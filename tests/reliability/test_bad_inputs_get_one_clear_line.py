@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -29,7 +28,7 @@ from llamafoundry.inference.quantize import QuantConfig
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import train_tokenizer
 from tests.conftest import REPO
-from tests.helpers import assert_user_error, tiny_train_args
+from tests.helpers import assert_user_error, tiny_train_args, write_llama2c
 
 CFG = ModelConfig(dim=32, n_layers=1, n_heads=2, vocab_size=400, multiple_of=16, max_seq_len=64)
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -51,7 +50,7 @@ class Inputs:
         self.hf = export(root / "hf", model, self.tokenizer, "hf")
         int4, _, _ = load_model(self.native, quantize=QuantConfig("int4", 32))
         self.int4 = save_model(root / "int4", int4, self.tokenizer)
-        self.llama2c = _llama2c_file(root / "tiny.bin", CFG)
+        self.llama2c = write_llama2c(root / "tiny.bin", model)
         self.text = root / "prompts.txt"
         self.text.write_text("to be or not to be\n" * 40)
         self.docs = root / "docs.jsonl"
@@ -104,18 +103,6 @@ class Inputs:
         change(values)
         (folder / name).write_text(json.dumps(values))
         return folder
-
-
-def _llama2c_file(path: Path, cfg: ModelConfig) -> Path:
-    """A legacy llama2.c checkpoint of `cfg` (shared classifier) with random weights."""
-    head, kv = cfg.head_dim, cfg.kv_heads * cfg.head_dim
-    d, h, layers = cfg.dim, cfg.ffn_hidden_dim, cfg.n_layers
-    per_layer = d + d * d + 2 * kv * d + d * d + d + 3 * h * d
-    floats = cfg.vocab_size * d + layers * per_layer + d + cfg.max_seq_len * head
-    header = [d, h, layers, cfg.n_heads, cfg.kv_heads, cfg.vocab_size, cfg.max_seq_len]
-    weights = np.random.default_rng(0).standard_normal(floats).astype("<f4") * 0.02
-    path.write_bytes(np.array(header, dtype="<i4").tobytes() + weights.tobytes())
-    return path
 
 
 def _pickle_that_runs_code(marker: Path) -> object:
