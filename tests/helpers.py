@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -128,3 +129,37 @@ def serving(server) -> Iterator[str]:
     finally:
         running.should_exit = True
         thread.join(timeout=30)
+
+
+LLAMA2C_ORDER = (  # llama2.c's legacy export: each kind of tensor for all layers in turn
+    "attention_norm",
+    "attention.wq",
+    "attention.wk",
+    "attention.wv",
+    "attention.wo",
+    "ffn_norm",
+    "feed_forward.w1",
+    "feed_forward.w2",
+    "feed_forward.w3",
+)
+
+
+def write_llama2c(path, model: Transformer):
+    """`model` as a legacy llama2.c checkpoint: seven int32 (its classifier shared with the embedding),
+    then float32 tensors in llama2.c's order, the rotary tables as zeros (readers compute their own)."""
+    cfg, state = model.cfg, model.state_dict()
+    tensors = [state["tok_embeddings.weight"]]
+    tensors += [state[f"layers.{i}.{part}.weight"] for part in LLAMA2C_ORDER for i in range(cfg.n_layers)]
+    tensors += [state["norm.weight"], torch.zeros(cfg.max_seq_len * cfg.head_dim)]
+    header = [
+        cfg.dim,
+        cfg.ffn_hidden_dim,
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.kv_heads,
+        cfg.vocab_size,
+        cfg.max_seq_len,
+    ]
+    body = b"".join(t.detach().float().contiguous().numpy().tobytes() for t in tensors)
+    path.write_bytes(struct.pack("<7i", *header) + body)
+    return path

@@ -12,9 +12,19 @@ from dataclasses import dataclass
 
 from llamafoundry.errors import UserError
 
-# The longest context of a released LLaMA with plain rotary embeddings (Gradient's Llama-3-8B 4194k).
-# The rotary tables are precomputed for every position: a context of 1e11 asked for 400 GB at load.
-MAX_SEQ_LEN = 1 << 22
+# Upper bounds on a shape. The largest released LLaMA (Llama 3.1 405B) has dim 16,384, 126 layers, a
+# SwiGLU of 53,248 and 128,256 tokens; the longest context with plain rotary embeddings is Gradient's
+# Llama-3-8B 4194k. Beyond these a config is a typo or an attack: the model is built layer by layer and
+# its rotary tables for every position before any weight is read (a context of 1e11 asked for 400 GB).
+MAX_DIM, MAX_LAYERS, MAX_HIDDEN, MAX_VOCAB, MAX_SEQ_LEN = 1 << 16, 1024, 1 << 18, 1 << 20, 1 << 22
+_LIMITS = {
+    "dim": MAX_DIM,
+    "n_layers": MAX_LAYERS,
+    "hidden_dim": MAX_HIDDEN,
+    "multiple_of": MAX_HIDDEN,
+    "vocab_size": MAX_VOCAB,
+    "max_seq_len": MAX_SEQ_LEN,
+}
 _REALS = ("norm_eps", "rope_theta", "ffn_dim_multiplier")
 
 
@@ -55,17 +65,16 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 return f"{name} must be a positive integer, got {value!r}"
+            if value > _LIMITS.get(name, value):
+                return (
+                    f"{name} must be at most {_LIMITS[name]:,} (far above any released LLaMA), got {value:,}"
+                )
         for name in _REALS:
             value = getattr(self, name)
             if value is None and name == "ffn_dim_multiplier":
                 continue
             if not isinstance(value, float) or not math.isfinite(value) or value <= 0:
                 return f"{name} must be a finite number > 0, got {value!r}"
-        if self.max_seq_len > MAX_SEQ_LEN:
-            return (
-                f"max_seq_len must be at most {MAX_SEQ_LEN:,} (the longest context of a released LLaMA "
-                f"with plain rotary embeddings), got {self.max_seq_len:,}"
-            )
         return None
 
     def _shape_problem(self) -> str | None:
@@ -76,8 +85,11 @@ class ModelConfig:
             return f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}"
         if self.head_dim % 2:
             return f"head_dim {self.head_dim} must be even for rotary embeddings"
-        if self.ffn_hidden_dim < 1:
-            return f"ffn_dim_multiplier {self.ffn_dim_multiplier} leaves the SwiGLU no hidden units"
+        if not 1 <= self.ffn_hidden_dim <= MAX_HIDDEN:
+            return (
+                f"multiple_of {self.multiple_of} and ffn_dim_multiplier {self.ffn_dim_multiplier} give a "
+                f"SwiGLU of {self.ffn_hidden_dim:,} units; it must have 1 to {MAX_HIDDEN:,}"
+            )
         return None
 
     @property

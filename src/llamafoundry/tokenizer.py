@@ -132,10 +132,15 @@ def _load_processor(proto: bytes, name: str) -> spm.SentencePieceProcessor:
     sp = spm.SentencePieceProcessor()
     try:
         sp.LoadFromSerializedProto(proto)
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, UnicodeDecodeError) as exc:  # the last: a message quoting bad bytes
         raise UserError(
             f"{name} is not a valid SentencePiece model ({exc}); pass a tokenizer.model file"
         ) from None
+    # Every encode starts with BOS and training ends documents with EOS: both must be real pieces.
+    if not (0 <= sp.bos_id() < sp.vocab_size() and 0 <= sp.eos_id() < sp.vocab_size()):
+        raise UserError(
+            f"{name} has no BOS or EOS piece (ids {sp.bos_id()}, {sp.eos_id()}); LLaMA needs both"
+        )
     return sp
 
 

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -29,7 +28,7 @@ from llamafoundry.inference.quantize import QuantConfig
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import train_tokenizer
 from tests.conftest import REPO
-from tests.helpers import assert_user_error, tiny_train_args
+from tests.helpers import assert_user_error, tiny_train_args, write_llama2c
 
 CFG = ModelConfig(dim=32, n_layers=1, n_heads=2, vocab_size=400, multiple_of=16, max_seq_len=64)
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -51,7 +50,7 @@ class Inputs:
         self.hf = export(root / "hf", model, self.tokenizer, "hf")
         int4, _, _ = load_model(self.native, quantize=QuantConfig("int4", 32))
         self.int4 = save_model(root / "int4", int4, self.tokenizer)
-        self.llama2c = _llama2c_file(root / "tiny.bin", CFG)
+        self.llama2c = write_llama2c(root / "tiny.bin", model)
         self.text = root / "prompts.txt"
         self.text.write_text("to be or not to be\n" * 40)
         self.docs = root / "docs.jsonl"
@@ -106,18 +105,6 @@ class Inputs:
         return folder
 
 
-def _llama2c_file(path: Path, cfg: ModelConfig) -> Path:
-    """A legacy llama2.c checkpoint of `cfg` (shared classifier) with random weights."""
-    head, kv = cfg.head_dim, cfg.kv_heads * cfg.head_dim
-    d, h, layers = cfg.dim, cfg.ffn_hidden_dim, cfg.n_layers
-    per_layer = d + d * d + 2 * kv * d + d * d + d + 3 * h * d
-    floats = cfg.vocab_size * d + layers * per_layer + d + cfg.max_seq_len * head
-    header = [d, h, layers, cfg.n_heads, cfg.kv_heads, cfg.vocab_size, cfg.max_seq_len]
-    weights = np.random.default_rng(0).standard_normal(floats).astype("<f4") * 0.02
-    path.write_bytes(np.array(header, dtype="<i4").tobytes() + weights.tobytes())
-    return path
-
-
 def _pickle_that_runs_code(marker: Path) -> object:
     class Payload:
         def __reduce__(self):
@@ -168,6 +155,7 @@ CONFIG_FILES = [
         "config.json ffn_dim_multiplier '1.3'", info(lambda w: w.native_with(ffn_dim_multiplier="1.3")), "ffn"
     ),
     Bad("config.json max_seq_len 1e11", info(lambda w: w.native_with(max_seq_len=BIG_JSON)), "max_seq_len"),
+    Bad("config.json dim 2**40", info(lambda w: w.native_with(dim=2**40)), "dim must be at most 65,536"),
     Bad(
         "config.json max_seq_len 64.0", info(lambda w: w.native_with(max_seq_len=64.0)), "max_seq_len must be"
     ),
@@ -462,6 +450,10 @@ FLAGS = [
     Bad(
         "data run --workers 0", lambda w, out: ["data", "run", w.no_input_recipe, "--workers", 0], "--workers"
     ),
+    Bad("data run mixture weight nan", lambda w, out: _data_run(w, out, "weight = nan"), "weight must be"),
+    Bad(
+        "data run mixture epochs inf", lambda w, out: _data_run(w, out, "weight = 1\nepochs = inf"), "epochs"
+    ),
     Bad("data train-classifier --epochs 0", classifier("--epochs", 0), "epochs must be at least 1"),
     Bad("data train-classifier --lr nan", classifier("--lr", "nan"), "lr must be"),
     Bad("data train-classifier --lr -1", classifier("--lr", -1), "lr must be"),
@@ -473,6 +465,15 @@ FLAGS = [
     Bad("quickstart --minutes 0", quickstart("--minutes", 0), "minutes must be"),
     Bad("quickstart --vocab-size 0", quickstart("--vocab-size", 0), "vocab_size must be at least"),
 ]
+
+
+def _data_run(w: Inputs, out: Path, mixture: str) -> list:
+    """`data run` of the docs with `mixture` in their [mixture.books] table."""
+    recipe = w.fresh("recipe").with_suffix(".toml")
+    recipe.write_text(
+        f'[sources.books]\nreader = "jsonl"\ninputs = ["{w.docs}"]\n[mixture.books]\n{mixture}\n'
+    )
+    return ["data", "run", recipe, "-o", out, "--workers", 1, "--quiet"]
 
 
 def _file(w: Inputs, name: str, content: bytes) -> Path:
@@ -597,3 +598,12 @@ def test_escaped_stdin_bytes_are_reported_too(inputs: Inputs, cli) -> None:
     assert done.returncode == 0
     assert len(_stdin_errors(done.stderr)) == 2
     assert done.stdout.strip()
+
+
+def test_no_clipping_is_spelled_inf(inputs: Inputs, tmp_path: Path, cli) -> None:
+    """The way out the grad_clip error names: inf trains, and the run's config.toml reads it back."""
+    from llamafoundry.train.recipe import load_run_recipe
+
+    done = cli(*tiny_train_args(inputs.tokens, tmp_path / "run", train__steps=2, train__grad_clip="inf"))
+    assert done.returncode == 0, done.stderr
+    assert load_run_recipe(tmp_path / "run" / "config.toml").train.grad_clip == float("inf")

@@ -144,6 +144,10 @@ def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     index = folder / INDEX
     if index.is_file():
         weight_map = read_json(index).get("weight_map", {})
+        files = weight_map.values() if isinstance(weight_map, dict) else [None]
+        # Shards are files of this folder: a name like "../x" or "/x" would read outside it.
+        if not all(isinstance(name, str) and name and Path(name).name == name for name in files):
+            raise UserError(f"{index}: weight_map should map tensor names to shard files of the folder")
         state: dict[str, torch.Tensor] = {}
         for name in sorted(set(weight_map.values())):
             if not (folder / name).is_file():

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from llamafoundry.checkpoint.common import build_model
-from llamafoundry.config import ModelConfig
+from llamafoundry.config import MAX_DIM, MAX_HIDDEN, MAX_LAYERS, MAX_SEQ_LEN, MAX_VOCAB, ModelConfig
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
 
@@ -34,14 +34,14 @@ def read_header(path: Path) -> tuple[int, ...] | None:
         return None
     header = tuple(int(x) for x in np.frombuffer(raw, dtype="<i4"))
     dim, hidden, layers, heads, kv_heads, vocab, seq_len = header
-    plausible = (
-        0 < dim <= 65536
-        and 0 < hidden <= 4 * 65536
-        and 0 < layers <= 1024
+    plausible = (  # within ModelConfig's bounds
+        0 < dim <= MAX_DIM
+        and 0 < hidden <= MAX_HIDDEN
+        and 0 < layers <= MAX_LAYERS
         and 0 < heads <= dim
         and 0 < kv_heads <= heads
-        and 0 < abs(vocab) <= 1 << 20
-        and 0 < seq_len <= 1 << 20
+        and 0 < abs(vocab) <= MAX_VOCAB
+        and 0 < seq_len <= MAX_SEQ_LEN
     )
     return header if plausible else None
 

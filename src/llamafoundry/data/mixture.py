@@ -9,6 +9,7 @@ A recipe names it in a `[mixture]` table, one sub-table per source:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -43,14 +44,24 @@ def parse_mixture(table: dict, where: str) -> dict[str, SourceShare]:
         if not isinstance(entry, dict) or set(entry) - {"weight", "epochs"}:
             raise UserError(f"{where}: [mixture.{source}] takes only 'weight' and 'epochs'")
         weight = entry.get("weight")
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight <= 0:
+        if not _positive(weight):
             raise UserError(f"{where}: [mixture.{source}] weight must be a positive number, got {weight!r}")
         epochs = entry.get("epochs")
-        if epochs is not None and (not isinstance(epochs, (int, float)) or epochs <= 0):
+        if epochs is not None and not _positive(epochs):
             raise UserError(f"{where}: [mixture.{source}] epochs must be a positive number, got {epochs!r}")
         shares[source] = SourceShare(float(weight), None if epochs is None else float(epochs))
     total = sum(s.weight for s in shares.values())
     return {name: SourceShare(s.weight / total, s.epochs) for name, s in shares.items()}
+
+
+def _positive(value: object) -> bool:
+    """A finite number above 0 (TOML's nan and inf are floats; true is no number)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value)) and value > 0
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def load_mixture(path: str | os.PathLike) -> dict[str, SourceShare]:

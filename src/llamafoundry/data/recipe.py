@@ -143,6 +143,10 @@ def _source(name: str, table: Any, where: str) -> SourceRecipe:
             raise UserError(f"{where}: [sources.{name}] input {pattern!r} matches no file ({expanded})")
         paths.extend(Path(m) for m in matches)
     paths = list(dict.fromkeys(paths))
+    if not isinstance(table.get("stages", []), list):
+        raise UserError(
+            f"{where}: [sources.{name}] stages must be a list of [[sources.{name}.stages]] tables"
+        )
     stages = [
         _spec(s, "stage", f"{where} [sources.{name}] stage {i + 1}", stage_class)
         for i, s in enumerate(table.get("stages", []))
@@ -159,8 +163,10 @@ def load_recipe(path: str | os.PathLike, output: str | None = None) -> Recipe:
     path = Path(path)
     raw = read_toml(path, "recipe")
     run = raw.get("run", {})
+    if not isinstance(run, dict):
+        raise UserError(f"{path}: [run] must be a table")
     out = output or run.get("output")
-    if not out:
+    if not out or not isinstance(out, str | os.PathLike):
         raise UserError(f'{path}: no output folder; set [run] output = "..." or pass --output')
     sources_table = raw.get("sources")
     if not isinstance(sources_table, dict) or not sources_table:

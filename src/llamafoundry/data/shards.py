@@ -13,6 +13,7 @@ A document goes to the validation split by a hash of its id, so the split is sta
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -28,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from llamafoundry import fileio
+from llamafoundry.data.textio import TRUNCATED_ERRORS
 from llamafoundry.errors import UserError
 from llamafoundry.tokenizer import Tokenizer
 
@@ -56,7 +58,7 @@ def iter_texts(path: Path, doc_separator: str | None = None) -> Iterator[tuple[s
     """
     name = path.name
     if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.zst", ".json.gz")):
-        with _open_text(path) as f:
+        with _open_text(path) as f, _reading(path):
             for lineno, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
@@ -69,12 +71,25 @@ def iter_texts(path: Path, doc_separator: str | None = None) -> Iterator[tuple[s
                     raise UserError(f"{path}:{lineno} is not a JSON object with a 'text' string")
                 yield str(record.get("id", f"{name}:{lineno}")), text
         return
-    with _open_text(path) as f:
+    with _open_text(path) as f, _reading(path):
         text = f.read()
     parts = text.split(doc_separator) if doc_separator else [text]
     for i, part in enumerate(parts):
         if part.strip():
             yield f"{name}:{i}", part.strip("\n")
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Text that is not UTF-8, or a compressed file cut short, is a UserError naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start}); fix or drop the file"
+        ) from None
+    except TRUNCATED_ERRORS as exc:
+        raise UserError(f"{path} is truncated or corrupt ({exc}); fix or drop the file") from None
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -142,13 +157,9 @@ def _tokenize_job(job: _Job) -> dict[str, dict]:
                 _write_batch(tok, batch, writers, job.val_fraction)
                 batch = []
         _write_batch(tok, batch, writers, job.val_fraction)
-    except BaseException as exc:
+    except BaseException:
         for writer in writers.values():
             writer.abort()
-        if isinstance(exc, UnicodeDecodeError):
-            raise UserError(
-                f"{job.input} is not valid UTF-8 ({exc.reason} at byte {exc.start}); fix or drop the file"
-            ) from None
         raise
     return {split: writer.close() for split, writer in writers.items()}
 
@@ -281,10 +292,51 @@ def read_manifest(folder: str | os.PathLike) -> dict:
         )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        manifest["splits"]["train"]  # noqa: B018 - validates the layout
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{path} is not a token shard manifest; rebuild the shards") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise UserError(f"{path} is not a token shard manifest ({problem}); rebuild the shards")
     return manifest
+
+
+def _manifest_problem(manifest: object) -> str | None:
+    """What is wrong with the layout the loader reads, if anything."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    if manifest.get("dtype") not in ("uint16", "uint32"):
+        return f"dtype {manifest.get('dtype')!r} is not uint16 or uint32"
+    if not _count(manifest.get("vocab_size")) or manifest["vocab_size"] < 1:
+        return f"vocab_size {manifest.get('vocab_size')!r}"
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or not isinstance(splits.get("train"), dict):
+        return "no train split"
+    for split, sources in splits.items():
+        if not isinstance(sources, dict) or not all(isinstance(s, list) for s in sources.values()):
+            return f"split {split!r} is not a table of shard lists"
+        for shard in (shard for shards in sources.values() for shard in shards):
+            problem = _shard_problem(shard)
+            if problem:
+                return f"{split}: {problem}"
+    return None
+
+
+def _shard_problem(shard: object) -> str | None:
+    if (
+        not isinstance(shard, dict)
+        or not isinstance(shard.get("sha256"), str)
+        or not _count(shard.get("tokens"))
+    ):
+        return f"shard {shard!r} lacks its path, tokens or sha256"
+    path = shard.get("path")
+    # Shards live inside the folder: a path like "../x" or "/x" would read outside it.
+    if not isinstance(path, str) or not path or Path(path).is_absolute() or ".." in Path(path).parts:
+        return f"shard path {path!r} is not inside the folder"
+    return None
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def open_shard(folder: Path, shard: dict, dtype: np.dtype, verify: bool) -> np.memmap:

@@ -115,7 +115,15 @@ def write_shard(path: str | os.PathLike, docs: Iterable[Document], level: int = 
 def read_shard(path: str | os.PathLike) -> Iterator[Document]:
     """The documents of a shard written by `write_shard` (or any JSONL(.zst/.gz) with those fields)."""
     with open_bytes(path) as stream:
-        for number, line in enumerate(stream, 1):
+        number = 0
+        while True:
+            try:
+                line = stream.readline()
+            except TRUNCATED_ERRORS as exc:
+                raise UserError(f"{path} is truncated or corrupt after line {number} ({exc})") from None
+            if not line:
+                return
+            number += 1
             try:
                 obj = json.loads(line)
                 yield Document(obj["id"], obj["text"], obj["source"], obj.get("meta") or {})

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from warcio.archiveiterator import ArchiveIterator
-from warcio.exceptions import ArchiveLoadFailed
 
 from llamafoundry.data.document import Document
 from llamafoundry.data.sources.base import Reader
@@ -32,14 +31,18 @@ class CommonCrawlReader(Reader):
         # warcio takes any read error for the end of the archive, so a cut file is noticed here.
         with open_bytes(path) as stream:
             self._stream = stream
-            try:
-                for record in ArchiveIterator(stream):
-                    doc = self._document(record, path)
-                    if doc is not None:
-                        yield doc
-            except (ArchiveLoadFailed, *TRUNCATED_ERRORS) as exc:
-                self.skip("truncated or corrupt archive", f"{path}: {exc}")
-                return
+            records = iter(ArchiveIterator(stream))
+            while True:
+                try:
+                    record = next(records)
+                except StopIteration:
+                    break
+                except Exception as exc:  # noqa: BLE001 - warcio raises whatever it hits on bytes that are no WARC
+                    self.skip("truncated or corrupt archive", f"{path}: {type(exc).__name__}: {exc}")
+                    return
+                doc = self._document(record, path)
+                if doc is not None:
+                    yield doc
             error = truncation(stream)
             if error is not None:
                 self.skip("truncated or corrupt archive", f"{path}: {error}")

@@ -74,7 +74,7 @@ class StackExchangeReader(Reader):
                         rows += 1
                         self._row(elem.attrib, db, f"{path.name} row {rows}")
                         elem.clear()
-            except ET.ParseError as exc:
+            except (ET.ParseError, LookupError) as exc:  # LookupError: an unknown declared encoding
                 cut = truncation(stream)  # a cut compressed file ends the XML early: say which it was
                 reason = "truncated or corrupt file" if cut else "truncated or malformed XML"
                 self.skip(reason, f"{path} after row {rows}: {exc}")
@@ -87,10 +87,13 @@ class StackExchangeReader(Reader):
         if kind not in (QUESTION, ANSWER):
             return  # wiki, tag excerpts, moderator nominations
         try:
-            post_id, score = int(row["Id"]), int(row.get("Score", "0"))
+            numbers = [int(row["Id"]), int(row.get("Score", "0")), int(row.get("ParentId", "0"))]
         except (KeyError, ValueError):
-            self.skip("post without a numeric Id/Score", where)
+            numbers = []
+        if not numbers or not all(-(2**63) <= n < 2**63 for n in numbers):  # SQLite's integers
+            self.skip("post without a numeric Id/Score/ParentId", where)
             return
+        post_id, score, parent = numbers
         body = row.get("Body", "")
         if kind == QUESTION:
             db.execute(
@@ -98,9 +101,7 @@ class StackExchangeReader(Reader):
                 (post_id, row.get("Title", ""), body, score, row.get("Tags", "")),
             )
         elif "ParentId" in row:
-            db.execute(
-                "INSERT OR REPLACE INTO a VALUES (?, ?, ?, ?)", (post_id, int(row["ParentId"]), body, score)
-            )
+            db.execute("INSERT OR REPLACE INTO a VALUES (?, ?, ?, ?)", (post_id, parent, body, score))
 
     def _questions(self, db: sqlite3.Connection, site: str) -> Iterator[Document]:
         questions = db.execute("SELECT id, title, body, score, tags FROM q ORDER BY id")

@@ -150,7 +150,7 @@ class WikipediaReader(Reader):
                         root.clear()  # keep memory flat over a many-GB dump
                         if doc is not None:
                             yield doc
-            except ET.ParseError as exc:
+            except (ET.ParseError, LookupError) as exc:  # LookupError: an unknown declared encoding
                 cut = truncation(stream)  # a cut compressed file ends the XML early: say which it was
                 reason = "truncated or corrupt file" if cut else "truncated or malformed XML"
                 self.skip(reason, f"{path} after page {pages}: {exc}")
