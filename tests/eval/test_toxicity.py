@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+from tests.helpers import JSONHandler, local_http
 
 from llamafoundry.errors import UserError
 from llamafoundry.eval.tasks import TASKS
@@ -125,46 +124,33 @@ def test_hf_classifier_scores_its_toxic_label(tmp_path: Path, multi_label: bool)
     assert all(0 <= s <= 1 for s in scores)
 
 
-class FakePerspective(BaseHTTPRequestHandler):
+class FakePerspective(JSONHandler):
     """Speaks the Perspective API: 429 for the first `throttle` requests, 403 for a wrong key."""
 
     throttle = 0
     bodies: list[dict] = []
 
     def do_POST(self):  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         FakePerspective.bodies.append(body)
         if "key=good" not in self.path:
-            return self._answer(
+            return self.answer(
                 403, {"error": {"code": 403, "message": "API key not valid.", "status": "PERMISSION_DENIED"}}
             )
         if FakePerspective.throttle > 0:
             FakePerspective.throttle -= 1
-            return self._answer(429, {"error": {"code": 429, "message": "Quota exceeded"}})
+            return self.answer(429, {"error": {"code": 429, "message": "Quota exceeded"}})
         value = 0.9 if "awful" in body["comment"]["text"] else 0.1
-        self._answer(
+        self.answer(
             200, {"attributeScores": {"TOXICITY": {"summaryScore": {"value": value, "type": "PROBABILITY"}}}}
         )
-
-    def _answer(self, code: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 @pytest.fixture
 def perspective_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakePerspective)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     FakePerspective.bodies, FakePerspective.throttle = [], 0
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1alpha1/comments:analyze"
-    server.shutdown()
+    with local_http(FakePerspective) as url:
+        yield f"{url}/v1alpha1/comments:analyze"
 
 
 def test_perspective_client_sends_the_api_request_and_retries_on_429(perspective_url: str):

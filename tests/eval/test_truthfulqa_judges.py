@@ -3,14 +3,11 @@ the metrics by hand, a local OpenAI-compatible endpoint, our own server, and a c
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from tests.eval.test_toxicity import _classifier_folder
-from tests.helpers import serving
+from tests.helpers import JSONHandler, local_http, serving
 
 from llamafoundry.checkpoint import load_model
 from llamafoundry.errors import UserError
@@ -63,7 +60,7 @@ def test_without_a_judge_the_task_says_which_flag(shared_data: Path, scripted):
     ]
 
 
-class FakeJudge(BaseHTTPRequestHandler):
+class FakeJudge(JSONHandler):
     """An OpenAI-compatible completions endpoint: " yes" when the answer mentions seeds, else " no";
     `garbage` makes it answer prose instead."""
 
@@ -71,27 +68,17 @@ class FakeJudge(BaseHTTPRequestHandler):
     bodies: list[dict] = []
 
     def do_POST(self):  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         FakeJudge.bodies.append(body)
         text = " Well, it depends" if FakeJudge.garbage else (" yes" if "seeds" in body["prompt"] else " no")
-        data = json.dumps({"object": "text_completion", "choices": [{"index": 0, "text": text}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
+        self.answer(200, {"object": "text_completion", "choices": [{"index": 0, "text": text}]})
 
 
 @pytest.fixture
 def judge_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     FakeJudge.garbage, FakeJudge.bodies = False, []
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with local_http(FakeJudge) as url:
+        yield f"{url}/v1"
 
 
 def test_endpoint_judge_reads_yes_or_no_and_refuses_garbage(judge_url: str):
