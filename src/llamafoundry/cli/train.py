@@ -21,6 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train, accepts_overrides=True)
 
     p = subparsers.add_parser(
+        "compare", help="training runs side by side: loss (and validation metrics) against tokens, a table"
+    )
+    p.add_argument("runs", nargs="+", type=Path, help="training run folders")
+    add_output(p, "folder for compare.png and compare.md (default compare)", default=Path("compare"))
+    p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser(
         "quickstart",
         help="the main job: corpus, tokenizer, ~10 min of CPU training, samples, evaluation, report",
         description="Build a corpus from the Python installation, train a tokenizer and a small LLaMA on it, "
@@ -56,6 +63,19 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"done: {result.steps} steps, {result.tokens:,} tokens, validation loss {result.val_loss:.4f}; "
         f"report in {result.output / 'report.md'}"
     )
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from llamafoundry import fileio
+    from llamafoundry.train.compare import plot, read_runs, table
+
+    runs = read_runs(args.runs)
+    text = table(runs)
+    with fileio.atomic_dir(args.output, kind="run comparison", overwrite=args.overwrite) as folder:
+        plot(runs, folder / "compare.png")
+        fileio.write_text(folder / "compare.md", f"![runs side by side](compare.png)\n\n{text}")
+    print(text, end="")
+    print(f"wrote {args.output / 'compare.png'} and {args.output / 'compare.md'}")
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:

@@ -134,7 +134,7 @@ def plot_loss_curve(records: list[dict], path: Path, title: str = "") -> None:
         tokens = [r["tokens"] / 1e6 for r in train]
         losses = [r["loss"] for r in train]
         ax.plot(tokens, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="train loss")
-        ax.plot(tokens, _ema(losses), color="tab:blue", label="train loss (EMA)")
+        ax.plot(tokens, ema(losses), color="tab:blue", label="train loss (EMA)")
     if val:
         ax.plot(
             [r["tokens"] / 1e6 for r in val],
@@ -154,7 +154,7 @@ def plot_loss_curve(records: list[dict], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def _ema(values: list[float]) -> list[float]:
+def ema(values: list[float]) -> list[float]:
     """Bias-corrected exponential moving average, over about a twentieth of the run."""
     beta = 1.0 - max(0.02, min(0.3, 20.0 / len(values)))
     out, current = [], 0.0
