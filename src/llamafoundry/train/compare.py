@@ -22,8 +22,6 @@ def read_run(run_dir: str | os.PathLike) -> dict:
     if not (run / "config.toml").is_file() or not (run / "metrics.jsonl").is_file():
         raise UserError(f"{run} is not a training run folder (no config.toml and metrics.jsonl)")
     records = read_metrics(run / "metrics.jsonl")
-    if not any(r.get("kind") == "train" for r in records):
-        raise UserError(f"{run} has no training steps in metrics.jsonl yet")
     params = num_params(load_run_recipe(run / "config.toml").model_config())
     return {"name": run.name, "path": run, "params": params, "records": records}
 
@@ -31,6 +29,9 @@ def read_run(run_dir: str | os.PathLike) -> dict:
 def read_runs(run_dirs: list[str | os.PathLike]) -> list[dict]:
     """`read_run` of each folder, named by the shortest part of its path that tells it from the others."""
     runs = [read_run(d) for d in run_dirs]
+    for run in runs:
+        if not any(r.get("kind") == "train" for r in run["records"]):
+            raise UserError(f"{run['path']} has no training steps in metrics.jsonl yet")
     if len({r["name"] for r in runs}) < len(runs):
         paths = [r["path"].resolve() for r in runs]
         common = Path(os.path.commonpath(paths))

@@ -204,17 +204,12 @@ def plan(law: LossLaw, target_loss: float, inference_tokens: float) -> Choice:
 
 def run_points(run_dir: str | os.PathLike) -> list[tuple[float, float, float]]:
     """(parameters, tokens, validation loss) at every validation of a training run folder."""
-    from llamafoundry.config import num_params
-    from llamafoundry.train.metrics import read_metrics
-    from llamafoundry.train.recipe import load_run_recipe
+    from llamafoundry.train.compare import read_run
 
-    run = Path(run_dir)
-    if not (run / "config.toml").is_file() or not (run / "metrics.jsonl").is_file():
-        raise UserError(f"{run} is not a training run folder (no config.toml and metrics.jsonl)")
-    params = num_params(load_run_recipe(run / "config.toml").model_config())
+    run = read_run(run_dir)
     return [
-        (float(params), float(r["tokens"]), float(r["loss"]))
-        for r in read_metrics(run / "metrics.jsonl")
+        (float(run["params"]), float(r["tokens"]), float(r["loss"]))
+        for r in run["records"]
         if r.get("kind") == "val" and r.get("tokens", 0) > 0
     ]
 

@@ -81,7 +81,7 @@ class CodeTask(Task):
                 programs,
                 self.limits,
                 desc=f"{self.name} sandbox T={temperature}",
-                allow_unsafe=config.unsafe_no_sandbox,
+                allow_unsafe=True,  # _check_sandbox refused already, before generating
             )
             layers.append(set.intersection(*(set(r.isolation) for r in results)) if results else set())
             correct[temperature] = []
