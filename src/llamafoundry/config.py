@@ -190,8 +190,13 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float:
     saving as PaLM, nanoGPT and torchtitan do.
     """
     seq_len = cfg.max_seq_len if seq_len is None else seq_len
-    matmul_params = num_params(cfg) - cfg.vocab_size * cfg.dim
-    return 6.0 * matmul_params + 12.0 * cfg.n_layers * cfg.dim * seq_len
+    return 6.0 * matmul_params(cfg) + 12.0 * cfg.n_layers * cfg.dim * seq_len
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+    """Parameters that multiply an activation: all but the token embedding table, a lookup. The N of
+    C = 6ND, and the size the scaling tools fit (at small sizes the table would swamp the count)."""
+    return num_params(cfg) - cfg.vocab_size * cfg.dim
 
 
 def format_params(n: int) -> str:

@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "compare", help="training runs side by side: loss (and validation metrics) against tokens, a table"
     )
-    p.add_argument("runs", nargs="+", type=Path, help="training run folders")
+    p.add_argument(
+        "runs", nargs="+", type=Path, help="training run folders (or sweep folders: all their runs)"
+    )
     add_output(p, "folder for compare.png and compare.md (default compare)", default=Path("compare"))
     p.set_defaults(func=cmd_compare)
 
@@ -68,8 +70,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from llamafoundry import fileio
     from llamafoundry.train.compare import plot, read_runs, table
+    from llamafoundry.train.sweep import run_folders
 
-    runs = read_runs(args.runs)
+    runs = read_runs(run_folders(args.runs))
     text = table(runs)
     with fileio.atomic_dir(args.output, kind="run comparison", overwrite=args.overwrite) as folder:
         plot(runs, folder / "compare.png")

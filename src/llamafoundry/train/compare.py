@@ -13,8 +13,9 @@ VALIDATION_KEYS = {"kind", "step", "tokens", "loss", "ppl"}  # what every valida
 
 
 def read_run(run_dir: str | os.PathLike) -> dict:
-    """A run folder's name, parameter count and metric records."""
-    from llamafoundry.config import num_params
+    """A run folder's name, parameter counts (all, and those that multiply activations) and metric
+    records."""
+    from llamafoundry.config import matmul_params, num_params
     from llamafoundry.train.metrics import read_metrics
     from llamafoundry.train.recipe import load_run_recipe
 
@@ -22,8 +23,14 @@ def read_run(run_dir: str | os.PathLike) -> dict:
     if not (run / "config.toml").is_file() or not (run / "metrics.jsonl").is_file():
         raise UserError(f"{run} is not a training run folder (no config.toml and metrics.jsonl)")
     records = read_metrics(run / "metrics.jsonl")
-    params = num_params(load_run_recipe(run / "config.toml").model_config())
-    return {"name": run.name, "path": run, "params": params, "records": records}
+    cfg = load_run_recipe(run / "config.toml").model_config()
+    return {
+        "name": run.name,
+        "path": run,
+        "params": num_params(cfg),
+        "matmul_params": matmul_params(cfg),
+        "records": records,
+    }
 
 
 def read_runs(run_dirs: list[str | os.PathLike]) -> list[dict]:

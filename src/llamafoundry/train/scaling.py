@@ -54,8 +54,13 @@ class LossLaw:
         return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta}
 
 
-# Hoffmann et al. (2022), approach 3, as published.
-CHINCHILLA = LossLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+# Hoffmann et al. (2022), approach 3, as published. Its frontier asks for 50 to 120 tokens per parameter
+# between 1e21 and 1e25 FLOPs, not the ~20 of their approaches 1 and 2 and of Chinchilla itself.
+CHINCHILLA_PUBLISHED = LossLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+# Besiroglu et al. (2024) refitted approach 3 to Hoffmann et al.'s own data (read off their Figure 4) and
+# found the published fit does not describe it; theirs does, and its frontier is ~20 tokens per parameter.
+CHINCHILLA_REPLICATION = LossLaw(E=1.8172, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
+CHINCHILLA_LAWS = {"replication": CHINCHILLA_REPLICATION, "published": CHINCHILLA_PUBLISHED}
 
 
 @dataclass(frozen=True)
@@ -203,12 +208,13 @@ def plan(law: LossLaw, target_loss: float, inference_tokens: float) -> Choice:
 
 
 def run_points(run_dir: str | os.PathLike) -> list[tuple[float, float, float]]:
-    """(parameters, tokens, validation loss) at every validation of a training run folder."""
+    """(parameters, tokens, validation loss) at every validation of a training run folder; the parameters
+    that multiply activations, the N of C = 6ND (`config.matmul_params`)."""
     from llamafoundry.train.compare import read_run
 
     run = read_run(run_dir)
     return [
-        (float(run["params"]), float(r["tokens"]), float(r["loss"]))
+        (float(run["matmul_params"]), float(r["tokens"]), float(r["loss"]))
         for r in run["records"]
         if r.get("kind") == "val" and r.get("tokens", 0) > 0
     ]

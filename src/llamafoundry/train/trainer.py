@@ -366,7 +366,7 @@ class Trainer:
         def prepare() -> None:
             fileio.claim_run_dir(self.out, RUN_KIND, recognise=_is_unmarked_run)
             checkpointing.remove_partial(self.out / "checkpoints")
-            _truncate_metrics(self.out / "metrics.jsonl", self.progress.step)
+            _truncate_metrics(self.out / "metrics.jsonl", self.progress.step, self.total_steps)
             fileio.write_text(self.out / "config.toml", self.recipe.to_toml())
             shutil.copyfile(self.shards / "tokenizer.model", self.out / "tokenizer.model")
 
@@ -556,8 +556,13 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop records of steps after the checkpoint: they will be run again."""
+def _truncate_metrics(path: Path, step: int, last_step: int) -> None:
+    """On resume, drop records of steps after the checkpoint: they will be run again. So will the final
+    validation, when the run stopped between its last checkpoint and its report."""
     if path.is_file():
-        kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+        kept = [
+            r
+            for r in read_metrics(path)
+            if r.get("step", 0) <= step and not (r.get("kind") == "val" and r.get("step") == last_step)
+        ]
         fileio.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
