@@ -10,7 +10,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install quickstart test bench lint format clean
+.PHONY: install quickstart test thesis bench lint format clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# docs/thesis.md and docs/thesis/: the paper's thesis on this machine (about an hour on 2 CPU cores).
+thesis: $(STAMP)
+	$(BIN)/llamafoundry scaling thesis -o runs/thesis --doc docs/thesis.md --overwrite
 
 bench: $(STAMP)
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     commands = p.add_subparsers(dest="scaling_command", metavar="COMMAND", required=True)
     _register_run(commands)
+    _register_thesis(commands)
 
     fit = commands.add_parser("fit", help="fit L(N, D) = E + A/N^alpha + B/D^beta to training runs")
     fit.add_argument(
@@ -89,6 +90,49 @@ def _register_run(commands: argparse._SubParsersAction) -> None:
     add_output(run, "sweep folder (default runs/sweep)", default=Path("runs/sweep"), overwrite=False)
     run.add_argument("--device", default=None, help=DEVICE_HELP)
     run.set_defaults(func=cmd_run, accepts_overrides=True)
+
+
+def _register_thesis(commands: argparse._SubParsersAction) -> None:
+    from llamafoundry.thesis import ThesisOptions
+
+    defaults = ThesisOptions()
+    p = commands.add_parser(
+        "thesis",
+        help="reproduce the paper's thesis on this machine (about an hour on 2 CPU cores): sweep, fit, plan",
+        description="Build the quickstart corpus with a small vocabulary, sweep tiny LLaMAs over token "
+        "budgets, fit L(N, D), and write a page testing the paper's two claims with the numbers behind "
+        "each (docs/thesis.md is this command's output). Finished stages and runs are reused.",
+    )
+    add_output(p, f"work folder (default {defaults.out})", default=defaults.out, overwrite=False)
+    p.add_argument("--doc", type=Path, default=None, help="the write-up (default OUTPUT/thesis.md)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a write-up and figures this command wrote before"
+    )
+    p.add_argument("--sizes", default=",".join(defaults.sizes), help="model sizes DIMxLAYERS[xHEADS]")
+    p.add_argument(
+        "--budgets", default=",".join(f"{b:g}" for b in defaults.budgets), help="training tokens per run"
+    )
+    p.add_argument("--points", type=int, default=defaults.points, help="validations along each run")
+    p.add_argument("--vocab-size", type=int, default=defaults.vocab_size, help="tokenizer vocabulary")
+    p.add_argument("--config", type=Path, default=defaults.config, help="the sweep's base recipe")
+    p.set_defaults(func=cmd_thesis, accepts_overrides=True)
+
+
+def cmd_thesis(args: argparse.Namespace) -> None:
+    from llamafoundry.thesis import ThesisOptions, run_thesis
+
+    opts = ThesisOptions(
+        out=args.output,
+        doc=args.doc or args.output / "thesis.md",
+        vocab_size=args.vocab_size,
+        sizes=tuple(s for s in args.sizes.split(",") if s.strip()),
+        budgets=tuple(_number(b, "--budgets") for b in args.budgets.split(",") if b.strip()),
+        points=args.points,
+        config=args.config,
+        overwrite=args.overwrite,
+        overrides=tuple(args.overrides),
+    )
+    print(f"done: see {run_thesis(opts)}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
