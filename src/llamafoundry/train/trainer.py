@@ -145,9 +145,8 @@ class Trainer:
         self.precision = resolve_precision(recipe.train.precision, self.rt.device)
         self.layout = parallel.plan_layout(recipe.parallel, self.model_cfg, self.rt)
         self.micro, self.accum = _batch_layout(recipe, self.layout.dp_size)
-        if (
-            recipe.eval.tasks
-        ):  # checked now (task files, what the layout can run), not at the first validation
+        if recipe.eval.tasks:
+            # Built now, so a missing task file or a layout that cannot score fails before training.
             hook = BenchmarkHook(recipe.eval, Tokenizer(self.shards / "tokenizer.model"), self.layout)
             self.on_validate.insert(0, hook)
         self.tokens_per_step = recipe.train.batch_tokens
