@@ -71,10 +71,7 @@ class BenchmarkHook:
         lm = LlamaFoundryLM(
             model, self.tokenizer, batch_tokens=SCORING_TOKENS, max_batch=self.section.batch_size
         )
-        try:
-            results = evaluate(lm, self.tasks, self.data_dir, self.config, shots=(self.shots,))
-        finally:
-            _reshard(model)
+        results = evaluate(lm, self.tasks, self.data_dir, self.config, shots=(self.shots,))
         failed = [r for r in results if r.error]
         if failed:
             raise UserError(f"eval.tasks: {failed[0].task} could not run at step {step}: {failed[0].error}")
@@ -155,19 +152,10 @@ def _generates(task: Task, data_dir: Path | None, config: RunConfig) -> bool:
 
 
 def _register_hidden(model: torch.nn.Module) -> None:
-    """Scoring calls `model.hidden`, not `forward`: FSDP must gather the root's weights around it too."""
+    """Scoring calls `model.hidden`, not `forward`: FSDP must gather the root's weights around it too
+    (they are gathered already when the validation loss ran a forward just before, but not otherwise)."""
     from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
 
     if isinstance(model, FSDPModule) and not getattr(model, "_hidden_registered", False):
         register_fsdp_forward_method(model, "hidden")
         model._hidden_registered = True
-
-
-def _reshard(model: torch.nn.Module) -> None:
-    """Free the weights FSDP keeps gathered after a forward without backward (the root's, the last
-    block's): training must gather them afresh, outside inference mode."""
-    from torch.distributed.fsdp import FSDPModule
-
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            module.reshard()
