@@ -116,7 +116,8 @@ class Trainer:
     Hooks, for what builds on pretraining:
     - `on_validate`: callables run at each validation on every rank (the model may be sharded, so their
       forward passes are collective), with the model in eval mode; the metrics they return join the
-      validation record in metrics.jsonl and TensorBoard (evaluation during training, Fig. 2).
+      validation record in metrics.jsonl and TensorBoard (evaluation during training, Fig. 2). A recipe's
+      `[eval] tasks` adds one that scores those benchmarks (train/benchmarks.py).
     - `init_state`: a full state dict (every rank passes it) loaded into the freshly built model, for
       finetuning and continued pretraining; names and shapes are checked. A resumed run continues from
       its checkpoint instead, so an interrupted finetune picks up where it stopped.
