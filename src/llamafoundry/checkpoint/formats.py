@@ -11,6 +11,7 @@ import torch
 
 from llamafoundry import fileio
 from llamafoundry.checkpoint.common import is_gguf_file, parse_dtype
+from llamafoundry.checkpoint.dcp import is_checkpoint, load_checkpoint_model
 from llamafoundry.checkpoint.hf import is_hf, load_hf, save_hf
 from llamafoundry.checkpoint.llama2c import is_llama2c, load_llama2c
 from llamafoundry.checkpoint.meta import is_meta, load_meta, save_meta
@@ -23,12 +24,13 @@ from llamafoundry.tokenizer import Tokenizer
 if TYPE_CHECKING:  # quantization lives with inference; it is imported only when a model is quantized
     from llamafoundry.inference.quantize import QuantConfig
 
-FORMATS = ("native", "meta", "hf", "llama2c")
+FORMATS = ("native", "meta", "hf", "llama2c", "checkpoint")
 EXPORT_FORMATS = ("native", "meta", "hf", "gguf")
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """'native', 'meta', 'hf' or 'llama2c', from the files at `path`; a UserError otherwise."""
+    """'native', 'meta', 'hf', 'llama2c' or 'checkpoint' (a training run's step_N folder), from the files
+    at `path`; a UserError otherwise."""
     path = Path(path)
     if not path.exists():
         raise UserError(
@@ -45,9 +47,16 @@ def detect_format(path: str | os.PathLike) -> str:
         return "meta"
     if is_hf(path):
         return "hf"
+    if is_checkpoint(path):
+        return "checkpoint"
+    if (path / "checkpoints").is_dir() and (path / "config.toml").is_file():
+        raise UserError(
+            f"{path} is a training run folder; give its model/ folder or one of its checkpoints/step_N folders"
+        )
     raise UserError(
         f"{path} is not a model folder we know: expected config.json + model.safetensors (ours), "
-        "params.json + consolidated.*.pth (Meta) or a LlamaForCausalLM config.json (Hugging Face)"
+        "params.json + consolidated.*.pth (Meta), a LlamaForCausalLM config.json (Hugging Face) or a "
+        "training checkpoint (runs/X/checkpoints/step_N)"
     )
 
 
@@ -104,7 +113,12 @@ def _from_path(
     if fmt == "llama2c":
         model, tokenizer, cfg = load_llama2c(path, dtype, max_seq_len)
     else:
-        loader = {"native": load_native, "meta": load_meta, "hf": load_hf}[fmt]
+        loader = {
+            "native": load_native,
+            "meta": load_meta,
+            "hf": load_hf,
+            "checkpoint": load_checkpoint_model,
+        }[fmt]
         model, tokenizer, cfg = loader(path, dtype, max_seq_len)
     _check_vocab(tokenizer, cfg, f"{path}: the folder mixes files of different models")
     return model, tokenizer, cfg

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from llamafoundry.errors import UserError
 
-MODEL_HELP = "model folder (ours, quantized, Meta, Hugging Face), llama2.c .bin, or preset name"
+MODEL_HELP = (
+    "model folder (ours, quantized, Meta, Hugging Face, a training checkpoint), llama2.c .bin, or preset name"
+)
 DEVICE_HELP = "cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)"
 # Commands that only read and write weights (info, convert) run nothing on the device: by default the
 # model stays where the loader puts it, in CPU memory, so converting a large model needs no GPU memory.

@@ -20,12 +20,9 @@ code is.
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import os
 import re
 import shutil
-import warnings
 from pathlib import Path
 
 import torch
@@ -34,20 +31,23 @@ from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from llamafoundry import fileio
+
+# The manifest and the reading of a checkpoint live with the model folders that load one (checkpoint/dcp.py).
+from llamafoundry.checkpoint.dcp import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    PARTIAL_DIR,
+    STATE_FILE,
+    read_trainer_state,
+    sha256,
+    verify_manifest,
+)
 from llamafoundry.errors import UserError
 from llamafoundry.train.distributed import barrier, is_rank0, on_rank0
 
-STATE_FILE = "trainer_state.json"
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "llamafoundry-checkpoint-manifest/1"
 _STEP_DIR = re.compile(r"step_(\d{8})")
-# A checkpoint being written (.tmp) or being removed (.old); never one to resume from.
-_PARTIAL_DIR = re.compile(r"step_\d{8}\.(tmp|old)")
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
-
-# DCP warns when used in one process without a process group; that is a supported, intended use.
-warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
@@ -67,7 +67,7 @@ def remove_partial(root: Path) -> None:
     """Remove what interrupted saves left under `root`: `.tmp` and `.old` checkpoint folders (rank 0)."""
     if root.is_dir():
         for folder in root.iterdir():
-            if _PARTIAL_DIR.fullmatch(folder.name) and folder.is_dir():
+            if PARTIAL_DIR.fullmatch(folder.name) and folder.is_dir():
                 shutil.rmtree(folder)
 
 
@@ -103,15 +103,6 @@ def save_checkpoint(
     return final
 
 
-def read_trainer_state(folder: Path) -> dict:
-    try:
-        return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(
-            f"{folder / STATE_FILE} is unreadable ({exc}); delete that checkpoint folder"
-        ) from None
-
-
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """Restore model, optimizer and RNG from `folder` in place; return its trainer state.
 
@@ -144,106 +135,11 @@ def _write_manifest(folder: Path, metadata: Metadata) -> None:
     for path in sorted(p for p in folder.iterdir() if p.name not in (MANIFEST, STATE_FILE)):
         entry: dict = {"bytes": path.stat().st_size}
         if path.name == ".metadata":
-            entry["sha256"] = _sha256(path, 0, entry["bytes"])
+            entry["sha256"] = sha256(path, 0, entry["bytes"])
         if path.name in pickled:
-            entry["pickled"] = [[o, n, _sha256(path, o, n)] for o, n in sorted(pickled[path.name])]
+            entry["pickled"] = [[o, n, sha256(path, o, n)] for o, n in sorted(pickled[path.name])]
         files[path.name] = entry
     fileio.write_json(folder / MANIFEST, {"format": MANIFEST_FORMAT, "files": files})
-
-
-def verify_manifest(folder: Path) -> None:
-    """Refuse (UserError) a checkpoint folder without our manifest or whose DCP files differ from it."""
-    manifest = _read_manifest(folder)
-    advice = f"move that folder out of {folder.parent.name}/ to resume from the checkpoint before it"
-    unlisted = sorted(
-        p.name for p in folder.iterdir() if p.name not in (*manifest["files"], MANIFEST, STATE_FILE)
-    )
-    if unlisted:
-        raise UserError(
-            f"checkpoint {folder} holds {', '.join(unlisted)}, which its {MANIFEST} does not list (DCP "
-            f"could unpickle it); {advice}"
-        )
-    for name, entry in manifest["files"].items():
-        path = folder / name
-        if not path.is_file():
-            raise UserError(f"checkpoint {folder} is damaged: {name} is missing; {advice}")
-        size = path.stat().st_size
-        if size != entry["bytes"]:
-            raise UserError(
-                f"checkpoint {folder} is damaged: {name} has {size:,} bytes, its manifest says "
-                f"{entry['bytes']:,} (truncated or replaced); {advice}"
-            )
-        regions = [[0, size, entry["sha256"]]] if "sha256" in entry else []
-        for offset, length, digest in regions + entry.get("pickled", []):
-            if _sha256(path, offset, length) != digest:
-                raise UserError(
-                    f"checkpoint {folder}: {name} differs from what was saved (sha256 mismatch in bytes "
-                    f"{offset:,}-{offset + length:,}), so it is not unpickled; {advice}"
-                )
-
-
-def _read_manifest(folder: Path) -> dict:
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise UserError(
-            f"checkpoint {folder} has no {MANIFEST}: it was written by another program or an older "
-            "llamafoundry, and loading DCP files unpickles them, which can run code; resume only from "
-            "checkpoints this version wrote, or start a new run in another output.dir"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        problem = _manifest_problem(manifest)
-    except (OSError, ValueError) as exc:
-        problem = str(exc)
-    if problem:
-        raise UserError(
-            f"{path} is not a llamafoundry checkpoint manifest ({problem}); refusing to load {folder}"
-        )
-    return manifest
-
-
-def _manifest_problem(manifest: object) -> str | None:
-    """What makes `manifest` unusable, or None: it must give each DCP file's size, and the sha256 of
-    `.metadata` and of the pickled regions."""
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        return f"not of format {MANIFEST_FORMAT}"
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not isinstance(files.get(".metadata"), dict):
-        return "no entry for .metadata"
-    if not isinstance(files[".metadata"].get("sha256"), str):
-        return "no sha256 of .metadata"
-    for name, entry in files.items():
-        if not isinstance(entry, dict) or Path(name).name != name or name in (".", ".."):
-            return f"bad entry {name!r}"
-        if not isinstance(entry.get("bytes"), int) or not isinstance(entry.get("sha256", ""), str):
-            return f"bad size or sha256 for {name!r}"
-        regions = entry.get("pickled", [])
-        if not isinstance(regions, list) or not all(_is_region(r) for r in regions):
-            return f"bad pickled regions for {name!r}"
-    return None
-
-
-def _is_region(region: object) -> bool:
-    """[offset, length, sha256]."""
-    return (
-        isinstance(region, list)
-        and len(region) == 3
-        and all(isinstance(x, int) and x >= 0 for x in region[:2])
-        and isinstance(region[2], str)
-    )
-
-
-def _sha256(path: Path, offset: int, length: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        f.seek(offset)
-        while length > 0:
-            chunk = f.read(min(length, 1 << 20))
-            if not chunk:
-                break
-            digest.update(chunk)
-            length -= len(chunk)
-    return digest.hexdigest()
 
 
 def _fresh_folder(tmp: Path) -> None:

@@ -3,7 +3,8 @@
 [model]       preset = "llama-15m", plus any ModelConfig field to change (e.g. vocab_size = 8192)
 [data]        tokens = "<token shard folder>", seq_len, mixture = "<recipe with a [mixture] table>"
 [train]       batch_tokens, micro_batch, steps | tokens | max_minutes, lr and the Sec. 2.3 recipe
-[eval]        every, batches
+[eval]        every, batches; tasks = ["hellaswag", "piqa"] (benchmarks run on the live model at every
+              validation, as `llamafoundry eval` scores them), limit, shots, data_dir, seed, batch_size
 [checkpoint]  every, keep
 [output]      dir, tensorboard
 [parallel]    dp_shard, tp, activation_checkpoint, compile (see train/parallel.py)
@@ -131,14 +132,40 @@ class TrainSection(_Section):
 
 @dataclass
 class EvalSection(_Section):
+    """Validation: held-out loss, and the paper's benchmarks (Fig. 2) with `llamafoundry eval`'s options."""
+
     name: ClassVar[str] = "eval"
     every: int = 100  # steps between validation-loss measurements (0: only at the end)
     batches: int = 10  # micro-batches of held-out windows per measurement
+    tasks: list[str] = field(default_factory=list)  # benchmark names, groups or patterns (eval --tasks)
+    limit: int = 0  # first N examples per task (0: all of them)
+    shots: int = -1  # few-shot examples (-1: each task's paper setting)
+    data_dir: str = ""  # benchmark files (shared/data layout); empty: the Hugging Face hub
+    seed: int = 1234  # few-shot draws and sampling, as `llamafoundry eval --seed`
+    batch_size: int = 32  # rows per scoring batch, as `llamafoundry eval --batch-size`
 
     def _problem(self) -> str | None:
-        return _at_least("every", self.every, 0, " (0: only at the end)") or _at_least(
-            "batches", self.batches, 1
+        return (
+            _at_least("every", self.every, 0, " (0: only at the end)")
+            or _at_least("batches", self.batches, 1)
+            or _at_least("limit", self.limit, 0, " (0: all examples)")
+            or _at_least("shots", self.shots, -1, " (-1: the paper's)")
+            or _at_least("batch_size", self.batch_size, 1)
+            or self._tasks_problem()
         )
+
+    def _tasks_problem(self) -> str | None:
+        if not self.tasks:
+            return None
+        from llamafoundry.eval.tasks import (
+            resolve_tasks,
+        )  # only recipes with benchmarks pay for eval's import
+
+        try:
+            resolve_tasks(",".join(self.tasks))
+        except UserError as exc:
+            return f"tasks: {exc}"
+        return None
 
 
 @dataclass
@@ -230,6 +257,8 @@ class RunRecipe:
 
 
 def _toml_value(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -308,6 +337,8 @@ def _build(values: dict, where: str) -> RunRecipe:
 
 def _typed(value: object, hint: object, key: str, where: str) -> object:
     """`value` checked (TOML) or parsed (command line) against the field's type."""
+    if typing.get_origin(hint) is list:
+        return _typed_list(value, typing.get_args(hint)[0], key, where)
     args = typing.get_args(hint) if _is_union(hint) else (hint,)
     kinds = [t for t in args if t is not type(None)]
     if isinstance(value, _Raw):
@@ -326,6 +357,15 @@ def _typed(value: object, hint: object, key: str, where: str) -> object:
     names = " or ".join(k.__name__ for k in kinds)
     shown = value.text if isinstance(value, _Raw) else repr(value)
     raise UserError(f"{where}: {key} must be {names}, got {shown}")
+
+
+def _typed_list(value: object, item: type, key: str, where: str) -> list:
+    """A TOML array, or a comma-separated command-line value (`--eval.tasks hellaswag,piqa`)."""
+    if isinstance(value, _Raw):
+        value = [_Raw(part.strip()) for part in value.text.split(",") if part.strip()]
+    if not isinstance(value, list):
+        raise UserError(f"{where}: {key} must be a list of {item.__name__}, got {value!r}")
+    return [_typed(v, item, key, where) for v in value]
 
 
 def _parse(text: str, kind: type) -> object:

@@ -31,6 +31,7 @@ from llamafoundry.errors import Interrupted, UserError
 from llamafoundry.footprint import EnergyMeter, energy_wh, footprint
 from llamafoundry.tokenizer import Tokenizer
 from llamafoundry.train import checkpointing, parallel
+from llamafoundry.train.benchmarks import CURVE, BenchmarkHook, benchmark_keys
 from llamafoundry.train.distributed import Runtime, init_runtime, on_rank0, shutdown
 from llamafoundry.train.metrics import (
     MetricsLogger,
@@ -115,7 +116,8 @@ class Trainer:
     Hooks, for what builds on pretraining:
     - `on_validate`: callables run at each validation on every rank (the model may be sharded, so their
       forward passes are collective), with the model in eval mode; the metrics they return join the
-      validation record in metrics.jsonl and TensorBoard (evaluation during training, Fig. 2).
+      validation record in metrics.jsonl and TensorBoard (evaluation during training, Fig. 2). A recipe's
+      `[eval] tasks` adds one that scores those benchmarks (train/benchmarks.py).
     - `init_state`: a full state dict (every rank passes it) loaded into the freshly built model, for
       finetuning and continued pretraining; names and shapes are checked. A resumed run continues from
       its checkpoint instead, so an interrupted finetune picks up where it stopped.
@@ -144,6 +146,10 @@ class Trainer:
         self.precision = resolve_precision(recipe.train.precision, self.rt.device)
         self.layout = parallel.plan_layout(recipe.parallel, self.model_cfg, self.rt)
         self.micro, self.accum = _batch_layout(recipe, self.layout.dp_size)
+        if recipe.eval.tasks:
+            # Built now, so a missing task file or a layout that cannot score fails before training.
+            hook = BenchmarkHook(recipe.eval, Tokenizer(self.shards / "tokenizer.model"), self.layout)
+            self.on_validate.insert(0, hook)
         self.tokens_per_step = recipe.train.batch_tokens
         self.weights = (
             {k: v.weight for k, v in load_mixture(recipe.data.mixture).items()}
@@ -333,10 +339,12 @@ class Trainer:
             f"- final train loss {result.train_loss:.4f}; validation loss {result.val_loss:.4f} "
             f"(perplexity {perplexity(result.val_loss):.2f})",
             f"- time {result.elapsed_s / 60:.1f} min; {tokens_per_s:,.0f} tokens/s; MFU {mfu:.1%} of the measured peak",
+            *_benchmark_lines(records),
             *self._footprint_lines(result),
             "",
             "Files: `model/` (load with `llamafoundry.checkpoint.load_model`), `metrics.jsonl`, `loss_curve.png`, "
-            "`config.toml`, `checkpoints/`.",
+            f"{f'`{CURVE}`, ' if (self.out / CURVE).is_file() else ''}`config.toml`, `checkpoints/` (each a "
+            "model folder that `llamafoundry eval`, `generate`, `info` and `convert` read).",
         ]
         fileio.write_text(self.out / "report.md", "\n".join(lines) + "\n")
 
@@ -487,6 +495,16 @@ def train(
         return trainer.fit()
     finally:
         shutdown(runtime)
+
+
+def _benchmark_lines(records: list[dict]) -> list[str]:
+    """The report's line of benchmark scores at the last validation that had them (`[eval] tasks`)."""
+    scored = [r for r in records if r.get("kind") == "val" and benchmark_keys(r)]
+    if not scored:
+        return []
+    last = scored[-1]
+    scores = ", ".join(f"{key.split('/', 1)[1]} {last[key]:.4f}" for key in benchmark_keys(last))
+    return [f"- benchmarks at step {last['step']} ({last['tokens']:,} tokens; `{CURVE}`): {scores}"]
 
 
 def _hook_metrics(hook: ValidateHook, metrics: dict | None, record: dict) -> dict:
