@@ -146,7 +146,8 @@ def write_up(opts: ThesisOptions, result: dict) -> Path:
     from llamafoundry.train.scaling import plot_fit
 
     law = result["fit"].law
-    target = min(_last_val(r)["loss"] for r in result["runs"])  # the best loss the sweep reached
+    # The best loss the sweep reached, as the page prints it: the planner uses the number shown.
+    target = round(min(_last_val(r)["loss"] for r in result["runs"]), 4)
     rows = planner_rows(law, target)
     with fileio.atomic_dir(opts.figures, kind=FIGURES_KIND, overwrite=opts.overwrite) as folder:
         plot_fit(result["points"], law, folder)
@@ -238,7 +239,7 @@ def _markdown(opts: ThesisOptions, result: dict, target: float, rows: list[dict]
         "## (a) The smallest model keeps improving past its compute-optimal token count",
         "",
         f"The smallest model ({small['run']}, N = {small['params']:,}) is compute-optimal, by the fit, at "
-        f"D = {small['d_opt']:,.0f} tokens (where alpha A/N^alpha = beta B/D^beta). Its validation loss "
+        f"D = {small['d_opt']:.4g} tokens (where alpha A/N^alpha = beta B/D^beta). Its validation loss "
         f"was {small['at_opt'][1]:.4f} at {small['at_opt'][0]:,} tokens, the validation nearest that, and "
         f"{small['final'][1]:.4f} at {small['final'][0]:,} tokens, {small['past']:.1f}x past it.",
         "",

@@ -145,8 +145,11 @@ def is_done(run: SweepRun) -> bool:
 def check_started_alike(run: SweepRun) -> None:
     """A run folder from an earlier sweep must have been started with this recipe, or resuming would
     mix two runs in one metrics file."""
+    from llamafoundry.train.recipe import load_run_recipe
+
     config = run.folder / "config.toml"
-    if config.is_file() and config.read_text(encoding="utf-8") != run.recipe.to_toml():
+    # Compared as recipes, not text: a field added to the recipe since keeps its default in both.
+    if config.is_file() and load_run_recipe(config) != run.recipe:
         raise UserError(
             f"{run.folder} was started with other settings than this sweep gives it; rerun the sweep "
             "as it was, or give a new --output folder"
