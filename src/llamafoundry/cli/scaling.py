@@ -87,6 +87,9 @@ def _register_run(commands: argparse._SubParsersAction) -> None:
         choices=("kaplan", "recipe"),
         help="peak learning rate per size: Kaplan et al.'s lr(N) (default) or the recipe's for all",
     )
+    run.add_argument(
+        "--lr-scale", type=float, default=1.0, help="multiply the rule's learning rate (default 1)"
+    )
     add_output(run, "sweep folder (default runs/sweep)", default=Path("runs/sweep"), overwrite=False)
     run.add_argument("--device", default=None, help=DEVICE_HELP)
     run.set_defaults(func=cmd_run, accepts_overrides=True)
@@ -146,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     read_manifest(base.data.tokens)  # a missing or unfinished folder is found now, before any run
     sizes = [Size.parse(text) for text in args.sizes.split(",") if text.strip()]
     budgets = [_number(text, "--budgets") for text in args.budgets.split(",") if text.strip()]
-    runs = grid(base, sizes, budgets, args.output, args.points, args.lr_rule)
+    runs = grid(base, sizes, budgets, args.output, args.points, args.lr_rule, args.lr_scale)
     summary = run_sweep(runs, args.output, device=args.device)
     print(f"sweep {args.output}: {len(summary)} runs; fit them with `llamafoundry scaling fit {args.output}`")
 

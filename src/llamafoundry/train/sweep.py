@@ -29,7 +29,7 @@ LR_RULES = ("kaplan", "recipe")
 RULE = (
     "peak learning rate by Kaplan et al. (2020, eq. D.1), fitted on transformer LMs of 1e3 to 1e9 "
     "parameters: lr(N) = 0.003239 - 0.0001395 ln N, N the parameters that multiply activations (the N of "
-    "C = 6ND); warmup of N tokens (LLaMA-7B's 2,000 steps of 4M tokens are 1.2 N), at most 5% of the run"
+    "C = 6ND), times --lr-scale; warmup of N tokens (LLaMA-7B's 2,000 steps of 4M tokens are 1.2 N), at most 5% of the run"
 )
 _SIZE = re.compile(r"(\d+)x(\d+)(?:x(\d+))?")
 
@@ -81,13 +81,22 @@ class SweepRun:
 
 
 def grid(
-    base: RunRecipe, sizes: list[Size], budgets: list[float], out: Path, points: int, lr_rule: str
+    base: RunRecipe,
+    sizes: list[Size],
+    budgets: list[float],
+    out: Path,
+    points: int,
+    lr_rule: str,
+    lr_scale: float = 1.0,
 ) -> list[SweepRun]:
-    """The run of each (size, budget), smallest compute first, with its recipe filled in."""
+    """The run of each (size, budget), smallest compute first, with its recipe filled in; `lr_scale`
+    multiplies the rule's learning rate (Kaplan et al.'s runs were 250K steps; short runs take more)."""
     if lr_rule not in LR_RULES:
         raise UserError(f"--lr-rule must be one of {', '.join(LR_RULES)}, got {lr_rule!r}")
     if points < 1:
         raise UserError(f"--points must be at least 1, got {points}")
+    if not (math.isfinite(lr_scale) and lr_scale > 0):
+        raise UserError(f"--lr-scale must be a positive number, got {lr_scale}")
     if not sizes or not budgets:
         raise UserError("a sweep needs at least one --sizes entry and one --budgets entry")
     runs = []
@@ -98,11 +107,13 @@ def grid(
                     f"budget {budget:g} tokens is less than one step of train.batch_tokens "
                     f"{base.train.batch_tokens:,}"
                 )
-            runs.append(_run(base, size, int(budget), out, points, lr_rule))
+            runs.append(_run(base, size, int(budget), out, points, lr_rule, lr_scale))
     return sorted(runs, key=lambda r: matmul_params(r.recipe.model_config()) * r.tokens)
 
 
-def _run(base: RunRecipe, size: Size, tokens: int, out: Path, points: int, lr_rule: str) -> SweepRun:
+def _run(
+    base: RunRecipe, size: Size, tokens: int, out: Path, points: int, lr_rule: str, lr_scale: float
+) -> SweepRun:
     model = dict(base.model) | {"dim": size.dim, "n_layers": size.n_layers, "n_heads": size.n_heads}
     model.pop("n_kv_heads", None)  # a base recipe's grouped-query setting need not divide these heads
     recipe = dataclasses.replace(base, model=model)
@@ -114,7 +125,7 @@ def _run(base: RunRecipe, size: Size, tokens: int, out: Path, points: int, lr_ru
         steps=0,
         tokens=tokens,
         max_minutes=0.0,
-        lr=kaplan_lr(params) if lr_rule == "kaplan" else base.train.lr,
+        lr=lr_scale * (kaplan_lr(params) if lr_rule == "kaplan" else base.train.lr),
         warmup_steps=warmup_steps(params, steps, base.train.batch_tokens),
     )
     every = max(1, steps // points)
