@@ -128,7 +128,8 @@ def _run(
         lr=lr_scale * (kaplan_lr(params) if lr_rule == "kaplan" else base.train.lr),
         warmup_steps=warmup_steps(params, steps, base.train.batch_tokens),
     )
-    every = max(1, steps // points)
+    # Rounded up, so the last periodic validation falls a full interval before the run's final one.
+    every = math.ceil(steps / points)
     recipe = dataclasses.replace(
         recipe,
         train=train,
