@@ -1,6 +1,10 @@
 """LoRA (issue 15): only adapters train, merging is exact, and adapter folders round-trip through us and HF PEFT."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,3 +190,21 @@ def test_a_loaded_model_folder_takes_adapters_and_merges(tmp_path):
     back, _, _ = load_model(tmp_path / "merged")
     for name, tensor in random_model(MHA).state_dict().items():
         assert torch.equal(back.state_dict()[name], tensor), name  # B = 0: merging a fresh adapter is exact
+
+
+@pytest.mark.distributed
+def test_adapters_added_before_fsdp_train_save_and_merge_as_on_one_process(tmp_path):
+    out = tmp_path / "diff.json"
+    worker = Path(__file__).parent / "workers" / "fsdp_lora_check.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    result = subprocess.run(
+        [*cmd, str(worker), str(out), str(tmp_path / "adapters")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    diffs = json.loads(out.read_text())
+    assert diffs.pop("frozen_moved") == []
+    assert all(diff < 1e-5 for diff in diffs.values()), diffs
