@@ -19,14 +19,14 @@ Saved adapters are in Hugging Face PEFT's format (adapter_config.json + adapter_
 module names, wq/wk rows permuted as for an HF export), so `PeftModel.from_pretrained` applies them to
 the HF export of the base model, and `load_adapters` reads adapters trained with HF PEFT on a Llama.
 
-FSDP2 and other parallelism: add the adapters to a plain model holding the base weights, then wrap it
-(`fully_shard` per block, then the root), so each block's frozen weights and adapters shard together.
-`Transformer.init_weights` would overwrite the adapters and the base, so a meta-device model is
-materialised and loaded before `add_lora`. Tensor parallelism does not fit: its plans expect `nn.Linear`
-where peft's wrapper now is. On a sharded model every rank calls `adapter_state_dict` (the adapters are
-gathered whole, they are small) and rank 0 passes the result to `save_adapters(..., adapters=...)`; a
-merged model comes from the full state dict (`get_model_state_dict` with `full_state_dict=True`) through
-`merged_state_dict` on rank 0.
+FSDP2: add the adapters to a plain model that already holds its base weights, then wrap it (`fully_shard`
+per block, then the root), so each block's frozen weights and adapters shard together; `add_lora` refuses
+a sharded model. `Transformer.init_weights` must not run after `add_lora` (it would randomise B and the
+renamed base weights). Tensor parallelism does not fit: ColwiseParallel takes only `nn.Linear`, and
+peft's wrapper now stands where wq is (`apply_tensor_parallel` raises NotImplementedError). On a sharded
+model every rank calls `adapter_state_dict` (each adapter is gathered whole; they are small) and rank 0
+passes the result to `save_adapters(..., adapters=...)`; a merged model comes from the full state dict
+(`get_model_state_dict` with `full_state_dict=True`) through `merged_state_dict` on rank 0.
 """
 
 from __future__ import annotations
