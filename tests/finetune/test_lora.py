@@ -124,6 +124,25 @@ def test_hf_peft_applies_our_adapters_to_the_hf_export_of_the_base(tmp_path):
         assert (peft_model(x).logits - model(x)).abs().max().item() < 1e-4
 
 
+def test_adapters_trained_with_hf_peft_load_onto_our_model_with_equal_logits(tmp_path):
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    x = tokens()
+    export(tmp_path / "base", random_model(GQA), format="hf")
+    hf = LlamaForCausalLM.from_pretrained(tmp_path / "base", dtype=torch.float32)
+    settings = PeftLoraConfig(
+        r=4, lora_alpha=16, target_modules=["q_proj", "k_proj"], init_lora_weights=False
+    )
+    peft_model = get_peft_model(hf, settings).eval()
+    peft_model.save_pretrained(tmp_path / "adapters")
+    model, _, _ = load_model(tmp_path / "base")
+    load_adapters(tmp_path / "adapters", model)
+    assert model.lora.targets == ("wq", "wk") and model.lora.scaling == 4.0
+    with torch.no_grad():
+        assert (model(x) - peft_model(x).logits).abs().max().item() < 1e-4
+
+
 def test_a_target_the_model_lacks_is_one_line_naming_its_linear_layers():
     model = random_model(MHA)
     with pytest.raises(UserError) as caught:
