@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from llamafoundry.checkpoint import export, load_model
+from llamafoundry.checkpoint import export, load_model, save_model
 from llamafoundry.data.loader import TokenLoader
 from llamafoundry.tokenizer import train_tokenizer
 from llamafoundry.train import Trainer, load_run_recipe, train
@@ -45,8 +45,11 @@ def test_a_run_from_an_hf_folder_starts_at_its_loss_and_keeps_its_tokenizer(
     cli, hf, shakespeare_tokens, tmp_path
 ):
     out = tmp_path / "run"
-    done = cli(*tiny_train_args(shakespeare_tokens, out, train__steps=2), "--init-from", hf)
+    # A recipe may set the context it trains at (the folder's is 64): rotary tables hold no weights.
+    args = tiny_train_args(shakespeare_tokens, out, train__steps=2, model__max_seq_len=128)
+    done = cli(*args, "--init-from", hf)
     assert done.returncode == 0, done.stderr
+    assert load_model(out / "model")[2].max_seq_len == 128
     expected = first_batch_loss(hf, shakespeare_tokens)
     assert train_losses(out)[1] == pytest.approx(expected, rel=1e-5)
     assert expected < math.log(512) - 0.5  # the folder's learned weights, not a fresh model's ~ln(vocab)
@@ -120,7 +123,7 @@ def test_a_recipe_of_another_shape_is_one_line_naming_the_fields(cli, hf, shakes
 def test_a_missing_folder_is_one_line(cli, shakespeare_tokens, tmp_path):
     out = tmp_path / "run"
     done = cli(*tiny_train_args(shakespeare_tokens, out, train__steps=2), "--init-from", tmp_path / "nowhere")
-    assert_user_error(done, "nowhere does not exist")
+    assert_user_error(done, f"model.init_from {tmp_path / 'nowhere'} does not exist")
     assert not out.exists()
 
 
@@ -133,4 +136,13 @@ def test_shards_of_another_tokenizer_are_one_line(cli, hf, shared_data, shakespe
     out = tmp_path / "run"
     done = cli(*tiny_train_args(shakespeare_tokens, out, train__steps=2), "--init-from", other)
     assert_user_error(done, f"data.tokens {shakespeare_tokens} was not made with", "tokenizer")
+    assert not out.exists()
+
+
+def test_a_quantized_folder_is_one_line(cli, base, shakespeare_tokens, tmp_path):
+    model, tokenizer, _ = load_model(base / "model", quantize="int8")
+    quantized = save_model(tmp_path / "int8", model, tokenizer)
+    out = tmp_path / "run"
+    done = cli(*tiny_train_args(shakespeare_tokens, out, train__steps=2), "--init-from", quantized)
+    assert_user_error(done, f"model.init_from {quantized} is a quantized model")
     assert not out.exists()

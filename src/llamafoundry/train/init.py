@@ -46,25 +46,31 @@ def folder_config(path: str | os.PathLike) -> ModelConfig:
     file is all header and weights, so those two are loaded (memory-mapped)."""
     from llamafoundry.checkpoint import detect_format, load_model
     from llamafoundry.checkpoint.common import read_json
-    from llamafoundry.checkpoint.dcp import read_trainer_state
+    from llamafoundry.checkpoint.dcp import PARTIAL_DIR, STATE_FILE, read_trainer_state
     from llamafoundry.checkpoint.hf import config_from_hf
 
     path = Path(path)
+    if not path.exists():  # load_model's own message offers presets, which hold no weights to start from
+        raise UserError(
+            f"model.init_from {path} does not exist; give a model folder (ours, Meta's, Hugging Face's, a "
+            "llama2.c .bin or runs/X/checkpoints/step_N), or model.preset for a fresh model"
+        )
     fmt = detect_format(path)
     if fmt == "native":
         meta = read_json(path / "config.json")
         if "quantization" in meta:
-            raise UserError(f"{path} is a quantized model; continue training from a floating-point folder")
-        return ModelConfig.from_dict(meta.get("model") or {})
+            raise UserError(
+                f"model.init_from {path} is a quantized model; continue training from a floating-point folder"
+            )
+        if isinstance(meta.get("model"), dict):
+            return ModelConfig.from_dict(meta["model"])
     if fmt == "hf":
         return config_from_hf(read_json(path / "config.json"), path)
-    if fmt == "checkpoint":
+    if fmt == "checkpoint" and (path / STATE_FILE).is_file() and not PARTIAL_DIR.fullmatch(path.name):
         saved = read_trainer_state(path).get("model_config")
-        if not isinstance(saved, dict):
-            raise UserError(
-                f"{path} has no model_config in its trainer state; it is not a checkpoint of ours"
-            )
-        return ModelConfig.from_dict(saved)
+        if isinstance(saved, dict):
+            return ModelConfig.from_dict(saved)
+    # Meta's and llama2.c's, and whatever is wrong with a folder: load_model says what.
     return load_model(path)[2]
 
 
@@ -73,8 +79,8 @@ def resolve_config(model: dict) -> ModelConfig:
     recipe's max_seq_len; a UserError naming the fields where the recipe's preset or keys differ."""
     values = dict(model)
     source = values.pop("init_from")
-    if not source:
-        raise UserError("model.init_from is empty; give a model folder to start from, or leave it out")
+    if not source or "\0" in source:  # "" would name the working directory; a NUL no path at all
+        raise UserError(f"model.init_from {source!r} is not a path; give a model folder to start from")
     found = folder_config(source)
     if not values:
         return found
@@ -100,7 +106,9 @@ def load_init_state(source: str | os.PathLike, cfg: ModelConfig, shards: Path) -
 
     model, tokenizer, _ = load_model(source, max_seq_len=cfg.max_seq_len)
     if getattr(model, "quantization", None) is not None:
-        raise UserError(f"{source} is a quantized model; continue training from a floating-point folder")
+        raise UserError(
+            f"model.init_from {source} is a quantized model; continue training from a floating-point folder"
+        )
     if tokenizer is not None:
         recorded = read_manifest(shards).get("tokenizer_sha256")
         if hashlib.sha256(tokenizer.serialized()).hexdigest() != recorded:
