@@ -16,6 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, default=None, help="TOML recipe (configs/*.toml)")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    p.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        default=None,
+        help="continued pretraining: start from this model folder's weights, in its shape, with its "
+        "tokenizer (any format `info` reads; the recipe's model.init_from)",
+    )
     add_output(p, "run folder (the recipe's output.dir)", overwrite=False)
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=cmd_train, accepts_overrides=True)
@@ -58,7 +65,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     from llamafoundry.train.recipe import load_run_recipe
     from llamafoundry.train.trainer import train
 
-    overrides = [*args.overrides, *(["--output.dir", str(args.output)] if args.output else [])]
+    overrides = [
+        *args.overrides,
+        *(["--model.init_from", args.init_from] if args.init_from is not None else []),
+        *(["--output.dir", str(args.output)] if args.output else []),
+    ]
     cfg = load_run_recipe(args.config, overrides)
     result = train(cfg, resume=args.resume, device=args.device)
     print(

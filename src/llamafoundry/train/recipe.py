@@ -1,6 +1,7 @@
 """Training run recipes: typed sections read from a TOML file, then `--section.key value` overrides.
 
-[model]       preset = "llama-15m", plus any ModelConfig field to change (e.g. vocab_size = 8192)
+[model]       preset = "llama-15m", plus any ModelConfig field to change (e.g. vocab_size = 8192);
+              init_from = "<model folder>" starts from its weights, in its shape (train/init.py)
 [data]        tokens = "<token shard folder>", seq_len, mixture = "<recipe with a [mixture] table>"
 [train]       batch_tokens, micro_batch, steps | tokens | max_minutes, lr and the Sec. 2.3 recipe
 [eval]        every, batches; tasks = ["hellaswag", "piqa"] (benchmarks run on the live model at every
@@ -239,6 +240,10 @@ class RunRecipe:
     footprint: FootprintSection = field(default_factory=FootprintSection)
 
     def model_config(self) -> ModelConfig:
+        if "init_from" in self.model:
+            from llamafoundry.train.init import resolve_config  # reads a model folder: only such recipes
+
+            return resolve_config(self.model)
         values = dict(self.model)
         base = get_preset(values.pop("preset")) if "preset" in values else ModelConfig()
         return base.replace(**values)
@@ -267,7 +272,7 @@ def _toml_value(value: object) -> str:
 
 
 _SECTIONS = {f.name: f for f in dataclasses.fields(RunRecipe)}
-_MODEL_KEYS = {"preset": str} | typing.get_type_hints(ModelConfig)
+_MODEL_KEYS = {"preset": str, "init_from": str} | typing.get_type_hints(ModelConfig)
 
 
 def load_run_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunRecipe:
@@ -315,7 +320,8 @@ def _build(values: dict, where: str) -> RunRecipe:
         if not isinstance(table, dict):
             raise UserError(f"{where}: [{section}] must be a table")
         if section == "model":
-            model = dict(config.model) if "preset" not in table else {}
+            # The default preset fills in a bare table; a model folder to start from brings its own shape.
+            model = dict(config.model) if not table.keys() & {"preset", "init_from"} else {}
             for key, value in table.items():
                 if key not in _MODEL_KEYS:
                     raise UserError(f"{where}: unknown key model.{key}; known: {sorted(_MODEL_KEYS)}")

@@ -33,6 +33,7 @@ from llamafoundry.tokenizer import Tokenizer
 from llamafoundry.train import checkpointing, parallel
 from llamafoundry.train.benchmarks import CURVE, BenchmarkHook, benchmark_keys
 from llamafoundry.train.distributed import Runtime, init_runtime, on_rank0, shutdown
+from llamafoundry.train.init import load_init_state
 from llamafoundry.train.metrics import (
     MetricsLogger,
     device_power_w,
@@ -119,8 +120,9 @@ class Trainer:
       validation record in metrics.jsonl and TensorBoard (evaluation during training, Fig. 2). A recipe's
       `[eval] tasks` adds one that scores those benchmarks (train/benchmarks.py).
     - `init_state`: a full state dict (every rank passes it) loaded into the freshly built model, for
-      finetuning and continued pretraining; names and shapes are checked. A resumed run continues from
-      its checkpoint instead, so an interrupted finetune picks up where it stopped.
+      finetuning and continued pretraining; names and shapes are checked. A recipe's `[model] init_from`
+      loads one from a model folder (train/init.py). A resumed run continues from its checkpoint
+      instead, so an interrupted finetune picks up where it stopped.
 
     Without `runtime` the Trainer joins the torchrun job itself; `train()` also leaves it cleanly after.
     """
@@ -143,6 +145,9 @@ class Trainer:
         self.model_cfg = recipe.model_config()
         _check_fits_data(recipe, self.model_cfg, read_manifest(self.shards))
         self.resume_from = _resume_point(self.out, resume, self.model_cfg)
+        if init_state is None and self.resume_from is None and "init_from" in recipe.model:
+            # Continued pretraining (train/init.py); a resumed run continues from its checkpoint instead.
+            init_state = load_init_state(recipe.model["init_from"], self.model_cfg, self.shards)
         self.precision = resolve_precision(recipe.train.precision, self.rt.device)
         self.layout = parallel.plan_layout(recipe.parallel, self.model_cfg, self.rt)
         self.micro, self.accum = _batch_layout(recipe, self.layout.dp_size)
