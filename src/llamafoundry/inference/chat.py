@@ -4,6 +4,9 @@ LLaMA is a base model (the paper trains no chat variant), so the default templat
 as a transcript, "User: ...\\nAssistant: ...", ends with "Assistant:" and stops where the model starts
 the next "User:" turn. A Hugging Face folder's `tokenizer_config.json` may carry a Jinja
 `chat_template`; it is rendered in Jinja's sandbox, as transformers does.
+
+Finetuning (Sec. 4) renders its examples with `render_reply`: the prompt is `render_chat`'s, token for
+token, so a finetuned model sees at serving time exactly what it was trained on.
 """
 
 from __future__ import annotations
@@ -56,6 +59,38 @@ def render_chat(messages: Sequence[dict], template: ChatTemplate, tokenizer: Tok
     return _encode_with_specials(_render_jinja(template.jinja, messages, tokenizer), tokenizer)
 
 
+def render_reply(
+    history: Sequence[dict], reply: str, template: ChatTemplate, tokenizer: Tokenizer
+) -> tuple[list[int], list[int]]:
+    """(prompt ids, reply ids) of a training example: the prompt `render_chat` gives after `history`,
+    then `reply` as the template writes the assistant's turn, ending with EOS (the model learns to stop).
+
+    A Jinja template renders the conversation with the reply (no generation prompt); that text must
+    begin with the prompt's text, and its tokens with the prompt's tokens, or the template is refused.
+    """
+    prompt = render_chat(history, template, tokenizer)
+    if template.jinja is None:  # the transcript: " reply" after "Assistant:", SentencePiece's dummy prefix
+        ids = tokenizer.encode(reply.strip(), bos=False)
+    else:
+        ids = _jinja_reply(template.jinja, history, reply, prompt, tokenizer)
+    return prompt, ids if ids[-1:] == [tokenizer.eos_id] else ids + [tokenizer.eos_id]
+
+
+def _jinja_reply(
+    source: str, history: Sequence[dict], reply: str, prompt: list[int], tokenizer: Tokenizer
+) -> list[int]:
+    before = _render_jinja(source, history, tokenizer)
+    messages = [*history, {"role": "assistant", "content": reply}]
+    after = _render_jinja(source, messages, tokenizer, add_generation_prompt=False)
+    ids = _encode_with_specials(after, tokenizer)
+    if not after.startswith(before) or ids[: len(prompt)] != prompt:
+        raise UserError(
+            "the chat template writes a conversation with its reply differently from the prompt it gives "
+            "without it, so training and serving would disagree; fix the template"
+        )
+    return ids[len(prompt) :]
+
+
 def _transcript(messages: Sequence[dict]) -> str:
     lines = []
     for message in messages:
@@ -66,7 +101,9 @@ def _transcript(messages: Sequence[dict]) -> str:
     return "\n".join(lines) + "\nAssistant:"
 
 
-def _render_jinja(source: str, messages: Sequence[dict], tokenizer: Tokenizer) -> str:
+def _render_jinja(
+    source: str, messages: Sequence[dict], tokenizer: Tokenizer, add_generation_prompt: bool = True
+) -> str:
     from jinja2 import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -78,7 +115,7 @@ def _render_jinja(source: str, messages: Sequence[dict], tokenizer: Tokenizer) -
     try:
         return env.from_string(source).render(
             messages=list(messages),
-            add_generation_prompt=True,
+            add_generation_prompt=add_generation_prompt,
             bos_token=tokenizer.id_to_piece(tokenizer.bos_id),
             eos_token=tokenizer.id_to_piece(tokenizer.eos_id),
         )
