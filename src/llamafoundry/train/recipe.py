@@ -3,8 +3,8 @@
 [model]       preset = "llama-15m", plus any ModelConfig field to change (e.g. vocab_size = 8192)
 [data]        tokens = "<token shard folder>", seq_len, mixture = "<recipe with a [mixture] table>"
 [train]       batch_tokens, micro_batch, steps | tokens | max_minutes, lr and the Sec. 2.3 recipe
-[eval]        every, batches; tasks = ["hellaswag", "piqa"] (benchmarks run on the live model at every
-              validation, as `llamafoundry eval` scores them), limit, shots, data_dir, seed, batch_size
+[eval]        every, at_start, batches; tasks = ["hellaswag", "piqa"] (benchmarks run on the live model at
+              every validation, as `llamafoundry eval` scores them), limit, shots, data_dir, seed, batch_size
 [checkpoint]  every, keep
 [output]      dir, tensorboard
 [parallel]    dp_shard, tp, activation_checkpoint, compile (see train/parallel.py)
