@@ -12,7 +12,7 @@ import torch
 from llamafoundry import fileio
 from llamafoundry.checkpoint.common import is_gguf_file, parse_dtype
 from llamafoundry.checkpoint.dcp import is_checkpoint, load_checkpoint_model
-from llamafoundry.checkpoint.hf import is_hf, load_hf, save_hf
+from llamafoundry.checkpoint.hf import is_hf, load_hf, save_hf, tokenizer_files
 from llamafoundry.checkpoint.llama2c import is_llama2c, load_llama2c
 from llamafoundry.checkpoint.meta import is_meta, load_meta, save_meta
 from llamafoundry.checkpoint.native import is_native, is_unmarked_native, load_native, save_native
@@ -139,11 +139,20 @@ def save_model(
     dtype: str | torch.dtype | None = None,
     *,
     overwrite: bool = False,
+    chat_template: str | None = None,
 ) -> Path:
     """Write our native folder (config.json, model.safetensors, tokenizer.model); a quantized model
-    keeps its quantization. An existing folder is replaced only with `overwrite`, and only ours."""
+    keeps its quantization. A `chat_template` (Jinja) adds Hugging Face's tokenizer files with it in
+    tokenizer_config.json, where `load_chat_template` and transformers' AutoTokenizer read it. An
+    existing folder is replaced only with `overwrite`, and only ours."""
     _check_vocab(tokenizer, model.cfg, "pass the tokenizer the model was trained with")
-    return save_native(folder, model, tokenizer, parse_dtype(dtype), overwrite=overwrite)
+    extra = None
+    if chat_template is not None:
+        if tokenizer is None:
+            raise UserError("a chat template is saved with its tokenizer; pass the tokenizer")
+        extra = tokenizer_files(tokenizer, model.cfg.max_seq_len)
+        extra["tokenizer_config.json"]["chat_template"] = chat_template
+    return save_native(folder, model, tokenizer, parse_dtype(dtype), overwrite=overwrite, extra_json=extra)
 
 
 def export(

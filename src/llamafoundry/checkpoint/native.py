@@ -1,4 +1,5 @@
-"""Our own model folder: config.json (the ModelConfig), model.safetensors, tokenizer.model.
+"""Our own model folder: config.json (the ModelConfig), model.safetensors, tokenizer.model; a finetuned
+model also Hugging Face's tokenizer files, whose tokenizer_config.json carries its chat template.
 
 A quantized model (`inference/quantize.py`) is the same folder whose config.json also says how each
 linear layer is quantized ("quantization"), and whose safetensors hold the int8 / packed int4 weights
@@ -45,11 +46,13 @@ def save_native(
     dtype: torch.dtype | None = None,
     *,
     overwrite: bool = False,
+    extra_json: dict[str, dict] | None = None,
 ) -> Path:
     """Write `model` (and its tokenizer) as a native folder, atomically: all of it or nothing.
 
     `dtype` converts the floating-point tensors; a quantized model's integer weights stay as they are.
-    An existing folder is replaced only with `overwrite`, and only an output of ours (`fileio.check_output`).
+    `extra_json` adds JSON files by name (a chat template's tokenizer files). An existing folder is
+    replaced only with `overwrite`, and only an output of ours (`fileio.check_output`).
     """
     folder = Path(folder)
     state = {name: _stored(t, dtype) for name, t in model.state_dict().items()}
@@ -66,6 +69,8 @@ def save_native(
         fileio.write_json(tmp / CONFIG, meta)
         if tokenizer is not None:
             fileio.write_bytes(tmp / TOKENIZER, tokenizer.serialized())
+        for name, content in (extra_json or {}).items():
+            fileio.write_json(tmp / name, content)
     return folder
 
 

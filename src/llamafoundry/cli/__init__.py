@@ -14,7 +14,7 @@ from llamafoundry import __version__
 from llamafoundry.errors import UserError
 
 # Modules of llamafoundry.cli, each registering its commands, in the order `--help` lists them.
-COMMAND_MODULES = ["models", "tokenizer", "data", "train", "plan", "scaling", "eval", "inference"]
+COMMAND_MODULES = ["models", "tokenizer", "data", "train", "finetune", "plan", "scaling", "eval", "inference"]
 
 
 def build_parser() -> argparse.ArgumentParser:

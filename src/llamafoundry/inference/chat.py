@@ -4,10 +4,14 @@ LLaMA is a base model (the paper trains no chat variant), so the default templat
 as a transcript, "User: ...\\nAssistant: ...", ends with "Assistant:" and stops where the model starts
 the next "User:" turn. A Hugging Face folder's `tokenizer_config.json` may carry a Jinja
 `chat_template`; it is rendered in Jinja's sandbox, as transformers does.
+
+Finetuning (Sec. 4) renders its examples with `render_reply`: the prompt is `render_chat`'s, token for
+token, so a finetuned model sees at serving time exactly what it was trained on.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -56,6 +60,38 @@ def render_chat(messages: Sequence[dict], template: ChatTemplate, tokenizer: Tok
     return _encode_with_specials(_render_jinja(template.jinja, messages, tokenizer), tokenizer)
 
 
+def render_reply(
+    history: Sequence[dict], reply: str, template: ChatTemplate, tokenizer: Tokenizer
+) -> tuple[list[int], list[int]]:
+    """(prompt ids, reply ids) of a training example: the prompt `render_chat` gives after `history`,
+    then `reply` as the template writes the assistant's turn, ending with EOS (the model learns to stop).
+
+    A Jinja template renders the conversation with the reply (no generation prompt); that text must
+    begin with the prompt's text, and its tokens with the prompt's tokens, or the template is refused.
+    """
+    prompt = render_chat(history, template, tokenizer)
+    if template.jinja is None:  # the transcript: " reply" after "Assistant:", SentencePiece's dummy prefix
+        ids = tokenizer.encode(reply.strip(), bos=False)
+    else:
+        ids = _jinja_reply(template.jinja, history, reply, prompt, tokenizer)
+    return prompt, ids if ids[-1:] == [tokenizer.eos_id] else ids + [tokenizer.eos_id]
+
+
+def _jinja_reply(
+    source: str, history: Sequence[dict], reply: str, prompt: list[int], tokenizer: Tokenizer
+) -> list[int]:
+    before = _render_jinja(source, history, tokenizer)
+    messages = [*history, {"role": "assistant", "content": reply}]
+    after = _render_jinja(source, messages, tokenizer, add_generation_prompt=False)
+    ids = _encode_with_specials(after, tokenizer)
+    if not after.startswith(before) or ids[: len(prompt)] != prompt:
+        raise UserError(
+            "the chat template writes a conversation with its reply differently from the prompt it gives "
+            "without it, so training and serving would disagree; fix the template"
+        )
+    return ids[len(prompt) :]
+
+
 def _transcript(messages: Sequence[dict]) -> str:
     lines = []
     for message in messages:
@@ -66,19 +102,15 @@ def _transcript(messages: Sequence[dict]) -> str:
     return "\n".join(lines) + "\nAssistant:"
 
 
-def _render_jinja(source: str, messages: Sequence[dict], tokenizer: Tokenizer) -> str:
+def _render_jinja(
+    source: str, messages: Sequence[dict], tokenizer: Tokenizer, add_generation_prompt: bool = True
+) -> str:
     from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    def raise_exception(message: str) -> None:
-        raise UserError(f"the chat template refused the messages: {message}")
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
     try:
-        return env.from_string(source).render(
+        return _compiled(source).render(
             messages=list(messages),
-            add_generation_prompt=True,
+            add_generation_prompt=add_generation_prompt,
             bos_token=tokenizer.id_to_piece(tokenizer.bos_id),
             eos_token=tokenizer.id_to_piece(tokenizer.eos_id),
         )
@@ -86,6 +118,21 @@ def _render_jinja(source: str, messages: Sequence[dict], tokenizer: Tokenizer) -
         raise UserError(
             f"the model's chat template failed to render ({exc}); fix tokenizer_config.json"
         ) from None
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(source: str):
+    """The template compiled once: compiling costs milliseconds, and a finetune renders thousands of
+    examples with one template. A syntax error raises jinja2's TemplateSyntaxError (not cached)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise_exception
+    return env.from_string(source)
+
+
+def _raise_exception(message: str) -> None:
+    raise UserError(f"the chat template refused the messages: {message}")
 
 
 def _encode_with_specials(text: str, tokenizer: Tokenizer) -> list[int]:

@@ -4,8 +4,8 @@
               init_from = "<model folder>" starts from its weights, in its shape (train/init.py)
 [data]        tokens = "<token shard folder>", seq_len, mixture = "<recipe with a [mixture] table>"
 [train]       batch_tokens, micro_batch, steps | tokens | max_minutes, lr and the Sec. 2.3 recipe
-[eval]        every, batches; tasks = ["hellaswag", "piqa"] (benchmarks run on the live model at every
-              validation, as `llamafoundry eval` scores them), limit, shots, data_dir, seed, batch_size
+[eval]        every, at_start, batches; tasks = ["hellaswag", "piqa"] (benchmarks run on the live model at
+              every validation, as `llamafoundry eval` scores them), limit, shots, data_dir, seed, batch_size
 [checkpoint]  every, keep
 [output]      dir, tensorboard
 [parallel]    dp_shard, tp, activation_checkpoint, compile (see train/parallel.py)
@@ -137,6 +137,7 @@ class EvalSection(_Section):
 
     name: ClassVar[str] = "eval"
     every: int = 100  # steps between validation-loss measurements (0: only at the end)
+    at_start: bool = False  # validate before the first step too (a finetune's starting point)
     batches: int = 10  # micro-batches of held-out windows per measurement
     tasks: list[str] = field(default_factory=list)  # benchmark names, groups or patterns (eval --tasks)
     limit: int = 0  # first N examples per task (0: all of them)
@@ -271,19 +272,21 @@ def _toml_value(value: object) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-_SECTIONS = {f.name: f for f in dataclasses.fields(RunRecipe)}
 _MODEL_KEYS = {"preset": str, "init_from": str} | typing.get_type_hints(ModelConfig)
 
 
-def load_run_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunRecipe:
-    """A RunRecipe from a TOML file (None: defaults) with `--section.key value` overrides applied."""
+def load_run_recipe(
+    path: str | os.PathLike | None, overrides: list[str] | None = None, *, kind: type[RunRecipe] = RunRecipe
+) -> RunRecipe:
+    """A RunRecipe (or a `kind` of one: a finetune's) from a TOML file (None: defaults) with
+    `--section.key value` overrides applied."""
     values: dict = {}
     if path is not None:
         values = read_toml(path, "config file")
     for key, raw in _pairs(overrides or []):
         section, _, name = key.partition(".")
         values.setdefault(section, {})[name] = _Raw(raw)
-    return _build(values, str(path or "command line"))
+    return _build(values, str(path or "command line"), kind)
 
 
 @dataclass(frozen=True)
@@ -311,11 +314,12 @@ def _pairs(args: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _build(values: dict, where: str) -> RunRecipe:
-    unknown = sorted(set(values) - set(_SECTIONS))
+def _build(values: dict, where: str, kind: type[RunRecipe]) -> RunRecipe:
+    sections = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - sections)
     if unknown:
-        raise UserError(f"{where}: unknown section(s) {unknown}; known: {sorted(_SECTIONS)}")
-    config = RunRecipe()
+        raise UserError(f"{where}: unknown section(s) {unknown}; known: {sorted(sections)}")
+    config = kind()
     for section, table in values.items():
         if not isinstance(table, dict):
             raise UserError(f"{where}: [{section}] must be a table")
@@ -399,5 +403,3 @@ def validate(cfg: RunRecipe) -> None:
             "set exactly one of train.steps, train.tokens, train.max_minutes "
             f"(set: {', '.join(durations) or 'none'})"
         )
-    if not cfg.data.tokens:
-        raise UserError("data.tokens is not set: point it at a folder built by `llamafoundry data tokenize`")

@@ -2,21 +2,21 @@
 
 `train(recipe, resume=...)` runs a `Trainer` on one process or under torchrun; train/parallel.py shards
 the unchanged model across ranks. The Trainer's parts (`step`, `validate`, `save`, `report`) and hooks
-(`on_validate`, `init_state`) are there for what builds on pretraining: evaluation during training,
-finetuning, continued pretraining.
+(`on_validate`, `init_state`, `data`) are there for what builds on pretraining: evaluation during
+training, finetuning, continued pretraining.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
@@ -34,6 +34,7 @@ from llamafoundry.train import checkpointing, parallel
 from llamafoundry.train.benchmarks import CURVE, BenchmarkHook, benchmark_keys
 from llamafoundry.train.distributed import Runtime, init_runtime, on_rank0, shutdown
 from llamafoundry.train.init import load_init_state
+from llamafoundry.train.loss import loss_weights
 from llamafoundry.train.metrics import (
     MetricsLogger,
     device_power_w,
@@ -107,6 +108,67 @@ class Progress:
 ValidateHook = Callable[["Trainer", int, dict], "dict | None"]
 
 
+class Loader(Protocol):
+    """Batches of one optimizer step, resumable: what `TokenLoader` is for token shards."""
+
+    def next_step(self) -> torch.Tensor:
+        """This rank's micro-batches of the next step: [accum, micro, ...] as `train.loss.lm_loss` reads them."""
+        ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class TrainData(Protocol):
+    """Where a run's batches and tokenizer come from: token shards (`ShardData`) unless the Trainer is
+    given another (a finetune's instruction examples)."""
+
+    name: str  # what the report calls the data
+    tokenizer: Tokenizer  # copied into the run folder and its model folder
+
+    def check(self, model_cfg: ModelConfig) -> None:
+        """A UserError when the model cannot read this data (token ids, lengths)."""
+        ...
+
+    def loader(self, split: str, micro: int, accum: int, rank: int, world_size: int) -> Loader:
+        """The loader of `split` ("train", "val"); a UserError when the split is too small for one step."""
+        ...
+
+
+class ShardData:
+    """Pretraining's data: the token shards at `data.tokens`, mixed by `data.mixture`'s weights."""
+
+    def __init__(self, recipe: RunRecipe) -> None:
+        if not recipe.data.tokens:
+            raise UserError(
+                "data.tokens is not set: point it at a folder built by `llamafoundry data tokenize`"
+            )
+        self.recipe, self.folder = recipe, Path(recipe.data.tokens)
+        self.name = str(self.folder)
+        self.manifest = read_manifest(self.folder)
+        self.tokenizer = Tokenizer(self.folder / "tokenizer.model")
+        mixture = recipe.data.mixture
+        self.weights = {k: v.weight for k, v in load_mixture(mixture).items()} if mixture else None
+
+    def check(self, model_cfg: ModelConfig) -> None:
+        _check_fits_data(self.recipe, model_cfg, self.manifest)
+
+    def loader(self, split: str, micro: int, accum: int, rank: int, world_size: int) -> TokenLoader:
+        return TokenLoader(
+            self.folder,
+            self.recipe.data.seq_len,
+            micro,
+            split=split,
+            accum=accum,
+            rank=rank,
+            world_size=world_size,
+            seed=self.recipe.train.seed,
+            weights=self.weights,
+            verify=self.recipe.data.verify_checksums,
+        )
+
+
 class Trainer:
     """One training run of a RunRecipe: the model, optimizer, data and schedule it builds, and the loop.
 
@@ -123,6 +185,8 @@ class Trainer:
       finetuning and continued pretraining; names and shapes are checked. A recipe's `[model] init_from`
       loads one from a model folder (train/init.py). A resumed run continues from its checkpoint
       instead, so an interrupted finetune picks up where it stopped.
+    - `data`: where batches and the tokenizer come from (`TrainData`); token shards by default. A
+      finetune gives its examples, in batches of tokens and targets with the prompts masked.
 
     Without `runtime` the Trainer joins the torchrun job itself; `train()` also leaves it cleanly after.
     """
@@ -135,32 +199,28 @@ class Trainer:
         resume: bool = False,
         init_state: dict[str, torch.Tensor] | None = None,
         on_validate: Sequence[ValidateHook] = (),
+        data: TrainData | None = None,
     ) -> None:
         validate_recipe(recipe)
         self.recipe, self.rt = recipe, runtime or init_runtime()
         self.on_validate = list(on_validate)
         self.out = Path(recipe.output.dir)
         fileio.check_run_dir(self.out, RUN_KIND, recognise=_is_unmarked_run)
-        self.shards = Path(recipe.data.tokens)
+        self.data = data or ShardData(recipe)
         self.model_cfg = recipe.model_config()
-        _check_fits_data(recipe, self.model_cfg, read_manifest(self.shards))
+        self.data.check(self.model_cfg)
         self.resume_from = _resume_point(self.out, resume, self.model_cfg)
         if init_state is None and self.resume_from is None and "init_from" in recipe.model:
             # Continued pretraining (train/init.py); a resumed run continues from its checkpoint instead.
-            init_state = load_init_state(recipe.model["init_from"], self.model_cfg, self.shards)
+            init_state = load_init_state(recipe.model["init_from"], self.model_cfg, Path(recipe.data.tokens))
         self.precision = resolve_precision(recipe.train.precision, self.rt.device)
         self.layout = parallel.plan_layout(recipe.parallel, self.model_cfg, self.rt)
         self.micro, self.accum = _batch_layout(recipe, self.layout.dp_size)
         if recipe.eval.tasks:
             # Built now, so a missing task file or a layout that cannot score fails before training.
-            hook = BenchmarkHook(recipe.eval, Tokenizer(self.shards / "tokenizer.model"), self.layout)
+            hook = BenchmarkHook(recipe.eval, self.data.tokenizer, self.layout)
             self.on_validate.insert(0, hook)
         self.tokens_per_step = recipe.train.batch_tokens
-        self.weights = (
-            {k: v.weight for k, v in load_mixture(recipe.data.mixture).items()}
-            if recipe.data.mixture
-            else None
-        )
         torch.manual_seed(recipe.train.seed)
         self.model = parallel.build_parallel_model(
             self.model_cfg, recipe.parallel, self.rt, self.precision, self.layout
@@ -199,19 +259,9 @@ class Trainer:
             return max(1, math.ceil(train.tokens / self.tokens_per_step))
         return self._calibrate_steps()
 
-    def _loader(self, split: str) -> TokenLoader:
-        return TokenLoader(
-            self.shards,
-            self.recipe.data.seq_len,
-            self.micro,
-            split=split,
-            accum=self.accum if split == "train" else 1,
-            rank=self.layout.dp_rank,
-            world_size=self.layout.dp_size,
-            seed=self.recipe.train.seed,
-            weights=self.weights,
-            verify=self.recipe.data.verify_checksums,
-        )
+    def _loader(self, split: str) -> Loader:
+        accum = self.accum if split == "train" else 1
+        return self.data.loader(split, self.micro, accum, self.layout.dp_rank, self.layout.dp_size)
 
     def fit(self) -> TrainResult:
         """Train to the horizon in output.dir.
@@ -226,6 +276,8 @@ class Trainer:
             self.model.train()
             train_loss = float("nan")
             try:
+                if self.recipe.eval.at_start and self.progress.step == 0:
+                    logger.log(self.validate())
                 while self.progress.step < self.total_steps:
                     record = self.step()
                     train_loss = record["loss"]
@@ -322,14 +374,14 @@ class Trainer:
         model = parallel.gather_model(self.model, self.model_cfg)
         if model is not None:
             # The run's own model folder: a resumed run that finished already writes it again.
-            save_model(self.out / "model", model, Tokenizer(self.out / "tokenizer.model"), overwrite=True)
+            save_model(self.out / "model", model, self.data.tokenizer, overwrite=True)
 
     def report(self, result: TrainResult) -> None:
         """The loss-curve PNG and report.md of a finished run (rank 0)."""
         if not self.rt.is_main:
             return
         records = read_metrics(self.out / "metrics.jsonl")
-        title = f"{self.recipe.model.get('preset', 'model')} on {self.shards.name}"
+        title = f"{self.recipe.model.get('preset', 'model')} on {Path(self.data.name).name}"
         plot_loss_curve(records, self.out / "loss_curve.png", title=title)
         recent = [r for r in records if r.get("kind") == "train"][-REPORT_LAST_RECORDS:]
         tokens_per_s = sum(r["tokens_per_s"] for r in recent) / max(1, len(recent))
@@ -338,7 +390,7 @@ class Trainer:
             f"# Training report: {self.out}",
             "",
             f"- model: {num_params(self.model_cfg):,} parameters ({self.recipe.model})",
-            f"- data: {self.shards} (seq_len {self.recipe.data.seq_len}); "
+            f"- data: {self.data.name} (seq_len {self.recipe.data.seq_len}); "
             f"tokens seen {result.tokens:,} in {result.steps} steps",
             f"- precision: {_dtype_name(self.precision)}; ranks: {self.rt.world_size}",
             f"- final train loss {result.train_loss:.4f}; validation loss {result.val_loss:.4f} "
@@ -381,7 +433,7 @@ class Trainer:
             checkpointing.remove_partial(self.out / "checkpoints")
             _truncate_metrics(self.out / "metrics.jsonl", self.progress.step, self.total_steps)
             fileio.write_text(self.out / "config.toml", self.recipe.to_toml())
-            shutil.copyfile(self.shards / "tokenizer.model", self.out / "tokenizer.model")
+            self.data.tokenizer.save(self.out / "tokenizer.model")
 
         on_rank0(
             prepare,
@@ -439,14 +491,15 @@ class Trainer:
     def _loss(self, batch: torch.Tensor, backward: bool) -> torch.Tensor:
         """Forward (and backward) over this rank's micro-batches; the mean loss over them."""
         total = torch.zeros((), device=self.rt.device)
-        for micro in batch.to(self.rt.device, non_blocking=True):
+        weights = loss_weights(batch).tolist()
+        for micro, weight in zip(batch.to(self.rt.device, non_blocking=True), weights, strict=True):
             attention = parallel.attention_backend(self.recipe.parallel.sdpa_backend, self.rt.device)
             with autocast(self.rt.device, self.precision), attention:
                 loss = self.loss_fn(self.model, micro)
             if backward:
-                (loss / len(batch)).backward()
-            total += loss.detach()
-        return total / len(batch)
+                (loss * weight).backward()
+            total += loss.detach() * weight
+        return total
 
     @contextmanager
     def _evaluating(self) -> Iterator[None]:
