@@ -144,19 +144,33 @@ def planner_rows(law, target: float) -> list[dict]:
     return rows
 
 
+def target_loss(law, tokens: float) -> float:
+    """The lowest loss (to 4 decimals, as the page prints it and the planner uses it) whose compute-optimal
+    model trains on at most `tokens`: the sweep's largest budget, so the planner starts inside the data."""
+    from llamafoundry.train.scaling import plan
+
+    low, high = law.E, law.E + 1.0
+    while plan(law, high, 0.0).tokens > tokens:
+        low, high = high, high + 1.0
+    for _ in range(60):  # the compute-optimal tokens fall as the target rises
+        middle = (low + high) / 2
+        low, high = (middle, high) if plan(law, middle, 0.0).tokens > tokens else (low, middle)
+    return math.ceil(high * 1e4) / 1e4
+
+
 def write_up(opts: ThesisOptions, result: dict) -> Path:
     """The markdown write-up and its figures."""
     from llamafoundry.train.scaling import plot_fit
 
     law = result["fit"].law
-    # The best loss the sweep reached, as the page prints it: the planner uses the number shown.
-    target = round(min(_last_val(r)["loss"] for r in result["runs"]), 4)
+    budget = max(_last_val(r)["tokens"] for r in result["runs"])
+    target = target_loss(law, budget)
     rows = planner_rows(law, target)
     with fileio.atomic_dir(opts.figures, kind=FIGURES_KIND, overwrite=opts.overwrite) as folder:
         plot_fit(result["points"], law, folder)
         plot_smallest(result["smallest"], folder / "smallest_model.png")
         fileio.write_json(folder / "fit.json", result["fit"].to_dict())
-    text = _markdown(opts, result, target, rows)
+    text = _markdown(opts, result, target, rows, budget)
     with fileio.output_file(opts.doc, overwrite=opts.overwrite, recognise=_is_our_doc) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return opts.doc
@@ -177,7 +191,7 @@ def plot_smallest(small: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _markdown(opts: ThesisOptions, result: dict, target: float, rows: list[dict]) -> str:
+def _markdown(opts: ThesisOptions, result: dict, target: float, rows: list[dict], budget: int) -> str:
     fit, small = result["fit"], result["smallest"]
     law = fit.law
     fig = opts.figures.name
@@ -204,8 +218,9 @@ def _markdown(opts: ThesisOptions, result: dict, target: float, rows: list[dict]
         "LLaMA's claim (Sec. 1): under an inference budget the best model is not the compute-optimal one but "
         "a smaller one trained on more tokens, and a small model keeps improving past its compute-optimal "
         "token count. This page tests both on tiny LLaMAs trained on the quickstart corpus. It was written "
-        f"by `make thesis` (`llamafoundry scaling thesis`) in {result['minutes']:.0f} minutes on "
-        f"{platform.machine()} ({_cpus()} CPU cores), {datetime.date.today().isoformat()}; rerun it to "
+        f"by `make thesis` (`llamafoundry scaling thesis`) on {platform.machine()} ({_cpus()} CPU cores), "
+        f"{datetime.date.today().isoformat()}: the sweep's runs trained for {_train_minutes(result['runs']):.0f} "
+        f"minutes in all (their metrics.jsonl), and this invocation took {result['minutes']:.1f} minutes. Rerun it to "
         "check every number.",
         "",
         "## The sweep",
@@ -257,7 +272,9 @@ def _markdown(opts: ThesisOptions, result: dict, target: float, rows: list[dict]
         "",
         "## (b) Under an inference budget the planner picks a smaller model",
         "",
-        f"Target: loss {target:.4f}, the best the sweep reached. The planner (`llamafoundry scaling plan "
+        f"Target: loss {target:.4f}, the lowest whose compute-optimal model trains on at most the sweep's "
+        f"largest budget ({budget:,} tokens), so the planner starts inside the data. The planner "
+        "(`llamafoundry scaling plan "
         f"--fit {fig}/fit.json --target-loss {target:.4f} --inference-tokens T`) minimises training plus "
         "inference compute, 6ND + 2NT. T is given in multiples of the compute-optimal model's own training "
         "tokens; a deployed model serves many times what it was trained on.",
@@ -270,6 +287,8 @@ def _markdown(opts: ThesisOptions, result: dict, target: float, rows: list[dict]
             for r in rows
         ],
         "",
+        _extrapolated(rows, budget),
+        "",
         f"The claim {claim_b}.",
         "",
         "## What this does not show",
@@ -281,6 +300,20 @@ def _markdown(opts: ThesisOptions, result: dict, target: float, rows: list[dict]
         "",
     ]
     return "\n".join(lines)
+
+
+def _extrapolated(rows: list[dict], budget: int) -> str:
+    beyond = [f"{r['multiple']:g}x" for r in rows if r["choice"].tokens > budget]
+    if not beyond:
+        return f"Every choice trains on at most {budget:,} tokens, inside the sweep's budgets."
+    return (
+        f"The choices at T = {', '.join(beyond)} train on more than the sweep's largest budget ({budget:,} "
+        "tokens): there the fit is extrapolated."
+    )
+
+
+def _train_minutes(runs: list[dict]) -> float:
+    return sum([r for r in run["records"] if r.get("kind") == "train"][-1]["elapsed_s"] for run in runs) / 60
 
 
 def _cpus() -> int:

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from llamafoundry.thesis import HEADER, ThesisOptions, analyse, optimal_tokens, planner_rows, write_up
+from llamafoundry.thesis import (
+    HEADER,
+    ThesisOptions,
+    analyse,
+    optimal_tokens,
+    planner_rows,
+    target_loss,
+    write_up,
+)
 from llamafoundry.train.scaling import LossLaw, compute_optimal, plan
 from tests.helpers import assert_user_error
 from tests.train.test_sweep import sweep
@@ -23,6 +31,13 @@ def test_optimal_tokens_is_the_frontiers():
     for flops in (1e15, 1e19, 1e23):
         params, tokens = compute_optimal(law, flops)
         assert optimal_tokens(law, params) == pytest.approx(tokens, rel=1e-9)
+
+
+def test_the_target_is_the_lowest_loss_whose_compute_optimal_model_fits_the_budget():
+    law = LossLaw(E=1.8, A=300.0, B=500.0, alpha=0.35, beta=0.3)
+    for budget in (1e6, 4e6, 1e9):
+        target = target_loss(law, budget)
+        assert plan(law, target, 0.0).tokens <= budget < plan(law, target - 1e-4, 0.0).tokens
 
 
 def test_the_page_is_written_from_a_sweep(cli, shakespeare_tokens, tmp_path):
