@@ -28,7 +28,7 @@ def data(tmp_path, alpaca):
     "settings, fragments",
     [
         ({"model__dim": 128}, ["model.dim", "base model's shape"]),
-        ({"lora__rank": 8}, ["lora.rank 8", "lora.rank = 0"]),
+        ({"lora__rank": 8, "lora__alpha": 0}, ["lora.alpha must be a finite number > 0"]),
         ({"data__held_out": 20}, ["20 conversations", "lower data.held_out"]),
         ({"data__seq_len": 4096}, ["data.seq_len 4096", "max_seq_len 128"]),
         ({"data__format": "csv"}, ["data.format must be one of"]),

@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data-dir", type=Path, default=None, help="benchmark files, shared/data layout (eval.data_dir)"
     )
+    p.add_argument(
+        "--lora", type=int, default=None, metavar="RANK", help="train LoRA adapters of this rank (lora.rank)"
+    )
+    p.add_argument(
+        "--merge", action="store_true", help="with LoRA, also write model/ with the adapters merged in"
+    )
     add_output(p, "run folder (the recipe's output.dir)", overwrite=False)
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=cmd_finetune, accepts_overrides=True)
@@ -49,6 +55,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         "eval.tasks": args.tasks,
         "eval.limit": args.limit,
         "eval.data_dir": args.data_dir,
+        "lora.rank": args.lora,
+        "lora.merge": "true" if args.merge else None,
     }
     overrides = [*args.overrides]
     for key, value in shortcuts.items():
@@ -57,8 +65,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     recipe = load_finetune_recipe(args.config, overrides)
     result = finetune(args.model, recipe, resume=args.resume, device=args.device)
     before, after = before_after(read_metrics(result.output / "metrics.jsonl"))
+    folders = [f for f in ("adapters", "model") if (result.output / f).is_dir()]
     print(
         f"done: {result.steps} steps; held-out loss on the replies {before.get('loss', float('nan')):.4f} "
-        f"-> {after.get('loss', float('nan')):.4f}; model in {result.output / 'model'}, "
+        f"-> {after.get('loss', float('nan')):.4f}; {' and '.join(folders)} in {result.output}, "
         f"report in {result.output / 'report.md'}"
     )

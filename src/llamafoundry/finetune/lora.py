@@ -138,7 +138,9 @@ def add_lora(model: Transformer, cfg: LoraConfig) -> Transformer:
     settings = peft.LoraConfig(
         r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.targets)
     )
+    training = model.training
     peft.inject_adapter_in_model(settings, model, adapter_name=_ADAPTER)  # freezes all but the adapters
+    model.train(training)  # the new modules start in training mode: an eval model would drop out
     model.lora = cfg
     return model
 

@@ -57,13 +57,32 @@ class FinetuneDataSection(_Section):
 
 @dataclass
 class LoraSection(_Section):
-    """Low-rank adapters (Hu et al., 2021) in place of full finetuning: rank 0 trains every weight."""
+    """Low-rank adapters (Hu et al., 2021) in place of full finetuning: rank 0 trains every weight. The
+    other fields are finetune/lora.py's LoraConfig (its defaults: every linear layer of the blocks);
+    `merge` also writes `model/`, the base with the adapters folded in, beside `adapters/`."""
 
     name: ClassVar[str] = "lora"
     rank: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.05
+    targets: list[str] = field(default_factory=lambda: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"])
+    merge: bool = False
 
     def _problem(self) -> str | None:
-        return _at_least("rank", self.rank, 0, " (0: full finetuning)")
+        problem = _at_least("rank", self.rank, 0, " (0: full finetuning)")
+        if problem or not self.rank:
+            return problem
+        try:
+            self.config()
+        except UserError as exc:
+            return str(exc).removeprefix("invalid LoRA config: ")
+        return None
+
+    def config(self):
+        """The adapters this section asks for (finetune/lora.py's LoraConfig)."""
+        from llamafoundry.finetune.lora import LoraConfig
+
+        return LoraConfig(rank=self.rank, alpha=self.alpha, dropout=self.dropout, targets=tuple(self.targets))
 
 
 @dataclass

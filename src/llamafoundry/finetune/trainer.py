@@ -22,7 +22,7 @@ from llamafoundry.data.loader import permute
 from llamafoundry.errors import UserError
 from llamafoundry.finetune.batches import ExampleLoader, fit_examples
 from llamafoundry.finetune.data import read_conversations
-from llamafoundry.finetune.recipe import FinetuneRecipe, LoraSection, validate
+from llamafoundry.finetune.recipe import FinetuneRecipe, validate
 from llamafoundry.finetune.template import choose_template, examples_of
 from llamafoundry.inference.chat import ChatTemplate
 from llamafoundry.model import Transformer
@@ -100,14 +100,20 @@ class InstructionData:
         )
 
 
-def with_adapters(model: Transformer, lora: LoraSection) -> Transformer:
-    """The model to finetune: as it is for full finetuning (lora.rank 0). LoRA adapters join it here."""
-    if lora.rank:
+def adapter_hook(recipe: FinetuneRecipe):
+    """What adds the `[lora]` adapters to a freshly built model (finetune/lora.py), or None for full
+    finetuning (lora.rank 0); a UserError for a layout LoRA cannot take."""
+    if not recipe.lora.rank:
+        return None
+    if recipe.parallel.tp > 1:
         raise UserError(
-            f"lora.rank {lora.rank}: LoRA is not in this build (finetune/lora.py); set lora.rank = 0 "
-            "for full finetuning"
+            f"lora.rank {recipe.lora.rank} with parallel.tp {recipe.parallel.tp}: tensor parallelism shards "
+            "plain linear layers only; use parallel.tp = 1 (FSDP shards LoRA models) or lora.rank = 0"
         )
-    return model
+    from llamafoundry.finetune.lora import add_lora
+
+    config = recipe.lora.config()
+    return lambda model: add_lora(model, config)
 
 
 class FinetuneTrainer(Trainer):
@@ -119,22 +125,68 @@ class FinetuneTrainer(Trainer):
         self.base = base
 
     def export(self) -> None:
-        """`output.dir/model`, a model folder with the chat template in its tokenizer_config.json."""
-        model = parallel.gather_model(self.model, self.model_cfg)
+        """`output.dir/model`, a model folder with the chat template in its tokenizer_config.json; with
+        LoRA, `output.dir/adapters` (PEFT's format), and `model/` (adapters merged) when `lora.merge`."""
+        if getattr(self.model, "lora", None) is not None:
+            self._export_adapters()
+            return
+        self._save(parallel.gather_model(self.model, self.model_cfg))
+
+    def _save(self, model: Transformer | None) -> None:
         if model is not None:
             template = self.data.template.jinja
             save_model(self.out / "model", model, self.data.tokenizer, overwrite=True, chat_template=template)
+
+    def _export_adapters(self) -> None:
+        """Collective, like `gather_model`: every rank gathers the adapters (and, to merge, the weights)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        from llamafoundry.checkpoint.common import build_model
+        from llamafoundry.finetune.lora import adapter_state_dict, merged_state_dict, save_adapters
+
+        adapters = adapter_state_dict(self.model)
+        full = None
+        if self.recipe.lora.merge:
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            full = get_model_state_dict(self.model, options=options)
+        if not self.rt.is_main:
+            return
+        save_adapters(
+            self.out / "adapters", self.model, adapters=adapters, base_model=self.base, overwrite=True
+        )
+        if full is not None:
+            merged = merged_state_dict(full, self.model.lora)
+            self._save(build_model(self.model_cfg, merged, "the merged LoRA model").eval())
 
     def report(self, result: TrainResult) -> None:
         """Training's report.md, then the finetune's section: held-out loss and benchmarks before/after."""
         super().report(result)
         if self.rt.is_main:
             path = self.out / "report.md"
-            lines = finetune_lines(read_metrics(self.out / "metrics.jsonl"), self.base, self.data)
+            lines = finetune_lines(
+                read_metrics(self.out / "metrics.jsonl"), self.base, self.data, self.recipe
+            )
             fileio.write_text(path, path.read_text(encoding="utf-8") + "\n" + "\n".join(lines) + "\n")
 
 
-def finetune_lines(records: list[dict], base: str, data: InstructionData) -> list[str]:
+def _lora_line(recipe: FinetuneRecipe) -> str:
+    lora = recipe.lora
+    if not lora.rank:
+        return "- full finetuning: every weight trained; the model folder is `model/`"
+    merged = (
+        "; merged into `model/`"
+        if lora.merge
+        else "; `--merge` (lora.merge) also writes them merged into `model/`"
+    )
+    return (
+        f"- LoRA rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g} on {', '.join(lora.targets)}: "
+        f"only the adapters trained, saved alone in `adapters/` (PEFT's format){merged}"
+    )
+
+
+def finetune_lines(
+    records: list[dict], base: str, data: InstructionData, recipe: FinetuneRecipe
+) -> list[str]:
     """The report's section: the held-out loss on the replies and each benchmark score, first validation
     (before finetuning) against the last, beside the paper's MMLU."""
     before, after = before_after(records)
@@ -145,6 +197,7 @@ def finetune_lines(records: list[dict], base: str, data: InstructionData) -> lis
         f"{len(data.train):,} training examples, {len(data.val):,} held out"
         + (f", {data.dropped:,} dropped (prompt longer than data.seq_len)" if data.dropped else ""),
         "- the loss is on the reply tokens only; rows are padded, not packed (finetune/batches.py)",
+        _lora_line(recipe),
         "",
         "| measure | before | after | paper (LLaMA-65B -> LLaMA-I) |",
         "| --- | --- | --- | --- |",
@@ -187,11 +240,14 @@ def finetune(
     template = choose_template(base, recipe.data.template, tokenizer)
     data = InstructionData(recipe, tokenizer, template)
     recipe = data.fill(recipe)
-    init_state = with_adapters(model, recipe.lora).state_dict()
+    adapt = adapter_hook(recipe)
+    if adapt is not None:
+        adapt(model)  # the init_state then names the adapted model's tensors, adapters included
+    init_state = model.state_dict()
     runtime = init_runtime(device=device)
     try:
         trainer = FinetuneTrainer(
-            recipe, data, str(base), runtime=runtime, resume=resume, init_state=init_state
+            recipe, data, str(base), runtime=runtime, resume=resume, init_state=init_state, adapt=adapt
         )
         return trainer.fit()
     finally:

@@ -36,8 +36,10 @@ def measure_matmul_flops(
 ) -> float:
     """Best achieved FLOP/s of a square matmul of `size` in `dtype` on `device`, measured once per process
     (it takes the CPU for 0.5-2 s, and every Trainer asks)."""
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
+    # A generator of its own: the global one is the run's (dropout, a resumed run's restored state).
+    rng = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, generator=rng).to(dtype)
+    b = torch.randn(size, size, device=device, generator=rng).to(dtype)
     torch.mm(a, b)  # warm up kernels and caches
     best = float("inf")
     for _ in range(repeats):

@@ -61,9 +61,15 @@ def plan_layout(pcfg: ParallelSection, cfg: ModelConfig, runtime: Runtime) -> La
 
 
 def build_parallel_model(
-    cfg: ModelConfig, pcfg: ParallelSection, runtime: Runtime, precision: torch.dtype, layout: Layout
+    cfg: ModelConfig,
+    pcfg: ParallelSection,
+    runtime: Runtime,
+    precision: torch.dtype,
+    layout: Layout,
+    adapt: Callable[[nn.Module], object] | None = None,
 ) -> nn.Module:
-    """The model initialised from the current torch seed and parallelised for `layout`.
+    """The model initialised from the current torch seed and parallelised for `layout`; `adapt` changes
+    the plain model first (LoRA adds its adapters: they must be in place before sharding).
 
     Models whose fp32 weights fit comfortably in host memory are initialised whole on every rank (so a
     run is the same on any number of ranks); larger ones are built on the meta device and initialised
@@ -75,6 +81,8 @@ def build_parallel_model(
     else:
         with torch.device("meta"):
             model = Transformer(cfg)
+    if adapt is not None:
+        adapt(model)
     if layout.tp > 1:
         apply_tensor_parallel(model, layout.mesh["tp"])
     apply_activation_checkpointing(model, pcfg.activation_checkpoint)
@@ -245,6 +253,11 @@ def load_weights(model: nn.Module, cfg: ModelConfig, state: dict[str, torch.Tens
 
     from llamafoundry.checkpoint.common import build_model
 
+    if (
+        getattr(model, "lora", None) is not None
+    ):  # adapted names (base_layer, lora_A/B): set_model_state_dict checks them
+        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+        return
     plain = build_model(cfg, state, where)  # meta-device model holding `state` as is: no copy
     set_model_state_dict(model, plain.state_dict(), options=StateDictOptions(full_state_dict=True))
 

@@ -187,6 +187,8 @@ class Trainer:
       instead, so an interrupted finetune picks up where it stopped.
     - `data`: where batches and the tokenizer come from (`TrainData`); token shards by default. A
       finetune gives its examples, in batches of tokens and targets with the prompts masked.
+    - `adapt`: changes the freshly built model before it is sharded (LoRA adds its adapters; only
+      parameters left trainable reach the optimizer); `init_state` then holds the adapted names.
 
     Without `runtime` the Trainer joins the torchrun job itself; `train()` also leaves it cleanly after.
     """
@@ -200,6 +202,7 @@ class Trainer:
         init_state: dict[str, torch.Tensor] | None = None,
         on_validate: Sequence[ValidateHook] = (),
         data: TrainData | None = None,
+        adapt: Callable[[torch.nn.Module], object] | None = None,
     ) -> None:
         validate_recipe(recipe)
         self.recipe, self.rt = recipe, runtime or init_runtime()
@@ -223,7 +226,7 @@ class Trainer:
         self.tokens_per_step = recipe.train.batch_tokens
         torch.manual_seed(recipe.train.seed)
         self.model = parallel.build_parallel_model(
-            self.model_cfg, recipe.parallel, self.rt, self.precision, self.layout
+            self.model_cfg, recipe.parallel, self.rt, self.precision, self.layout, adapt
         )
         self.optim_cfg = recipe.train.optim_config()
         self.optimizer = build_optimizer(self.model, self.optim_cfg)
@@ -233,7 +236,7 @@ class Trainer:
         self.checkpoint: tuple[int, Path] | None = None
         self.progress, self.total_steps = self._starting_point(init_state)
         self.schedule = Schedule(self.optim_cfg, self.total_steps)
-        # The denominators of MFU and energy (measuring a CPU's peak draws random numbers: after the init).
+        # The denominators of MFU and energy.
         self.flops_per_token = flops_per_token(self.model_cfg, recipe.data.seq_len)
         self.peak_flops = peak_flops(self.rt.device, self.precision) * self.rt.world_size
         self.power_w = recipe.footprint.power_w or device_power_w(self.rt.device)

@@ -1,0 +1,89 @@
+"""`llamafoundry finetune --lora RANK [--merge]`: only the adapters train, they are saved alone in PEFT's
+format, the merged model is base + adapters, an interrupted LoRA run resumes exactly, bad targets are one line."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llamafoundry.checkpoint import load_model
+from llamafoundry.finetune.lora import load_adapters
+from llamafoundry.train.metrics import read_metrics
+from tests.finetune.conftest import finetune_args
+from tests.helpers import assert_user_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def alpaca_file(tmp_path_factory, alpaca):
+    path = tmp_path_factory.mktemp("data") / "alpaca48.json"
+    path.write_text(json.dumps(alpaca[:48]))
+    return path
+
+
+def lora_args(base, data, out, *extra: str, **settings) -> list[str]:
+    settings = {"checkpoint__every": 6, "checkpoint__keep": 0, "train__lr": 1e-2} | settings
+    return [*finetune_args(base, data, out, **settings), "--lora", "4", *extra]
+
+
+@pytest.fixture(scope="module")
+def merged_run(tmp_path_factory, base_model, alpaca_file):
+    out = tmp_path_factory.mktemp("lora") / "run"
+    done = run_cli(*lora_args(base_model, [alpaca_file], out, "--merge"))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_lora_lowers_the_held_out_loss_and_trains_only_the_adapters(merged_run, base_model):
+    val = [r for r in read_metrics(merged_run / "metrics.jsonl") if r["kind"] == "val"]
+    assert val[-1]["loss"] < val[0]["loss"] - 0.1
+    adapters = merged_run / "adapters"
+    assert {p.name for p in adapters.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
+    assert json.loads((adapters / "adapter_config.json").read_text())["r"] == 4
+    # Weights no adapter touches (embeddings, norms, the output head) are the base's, bit for bit.
+    base = load_file(str(base_model / "model.safetensors"))
+    merged = load_file(str(merged_run / "model" / "model.safetensors"))
+    untouched = [k for k in base if not k.endswith(("wq.weight", "wk.weight", "wv.weight", "wo.weight"))]
+    untouched = [k for k in untouched if not k.endswith(("w1.weight", "w2.weight", "w3.weight"))]
+    assert untouched and all(torch.equal(base[k], merged[k]) for k in untouched)
+    assert not torch.equal(base["layers.0.attention.wq.weight"], merged["layers.0.attention.wq.weight"])
+    assert "LoRA rank 4" in (merged_run / "report.md").read_text()
+
+
+def test_the_merged_model_is_the_base_with_the_saved_adapters(merged_run, base_model):
+    merged, _, _ = load_model(merged_run / "model")
+    base, _, _ = load_model(base_model)
+    adapted = load_adapters(merged_run / "adapters", base)
+    tokens = torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (merged(tokens) - adapted(tokens)).abs().max().item() < 1e-5
+
+
+def test_without_merge_only_the_adapters_are_written(tmp_path, base_model, alpaca_file):
+    out = tmp_path / "run"
+    done = run_cli(*lora_args(base_model, [alpaca_file], out, train__steps=2))
+    assert done.returncode == 0, done.stderr
+    assert (out / "adapters" / "adapter_model.safetensors").is_file() and not (out / "model").exists()
+    assert "adapters in" in done.stdout
+
+
+def test_an_interrupted_lora_run_resumes_exactly(tmp_path, merged_run, base_model, alpaca_file):
+    """The run stopped after its step-6 checkpoint (later files removed) and resumed: the same adapters."""
+    out = tmp_path / "run"
+    shutil.copytree(merged_run, out)
+    for later in ("checkpoints/step_00000012", "adapters", "model", "report.md"):
+        path = out / later
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    done = run_cli(*lora_args(base_model, [alpaca_file], out, "--merge"), "--resume")
+    assert done.returncode == 0, done.stderr
+    resumed = load_file(str(out / "adapters" / "adapter_model.safetensors"))
+    straight = load_file(str(merged_run / "adapters" / "adapter_model.safetensors"))
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in resumed)
+
+
+def test_a_lora_target_the_model_lacks_is_one_line(tmp_path, base_model, alpaca_file):
+    out = tmp_path / "run"
+    done = run_cli(*lora_args(base_model, [alpaca_file], out, lora__targets="wq,q_proj"))
+    assert_user_error(done, "'q_proj' is not a linear layer", "wq, wk, wv, wo, w1, w2, w3, output")
+    assert not out.exists()
