@@ -87,3 +87,25 @@ def test_a_lora_target_the_model_lacks_is_one_line(tmp_path, base_model, alpaca_
     done = run_cli(*lora_args(base_model, [alpaca_file], out, lora__targets="wq,q_proj"))
     assert_user_error(done, "'q_proj' is not a linear layer", "wq, wk, wv, wo, w1, w2, w3, output")
     assert not out.exists()
+
+
+@pytest.mark.distributed
+def test_a_two_rank_fsdp_lora_finetune_trains_like_one_rank(tmp_path, base_model, alpaca_file):
+    """FSDP2 over 2 gloo ranks shards the adapted model; without dropout (whose masks differ by rank) the
+    losses and the saved adapters match one rank's."""
+    from tests.train.test_distributed import torchrun
+
+    runs = {n: tmp_path / f"ranks{n}" for n in (1, 2)}
+    args = {
+        n: lora_args(base_model, [alpaca_file], out, "--merge", lora__dropout=0) for n, out in runs.items()
+    }
+    assert run_cli(*args[1]).returncode == 0
+    done = torchrun(2, "-m", "llamafoundry.cli", *args[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (
+        [r["loss"] for r in read_metrics(runs[n] / "metrics.jsonl") if r["kind"] == "train"] for n in (1, 2)
+    )
+    assert two == pytest.approx(one, abs=1e-4)
+    one, two = (load_file(str(runs[n] / "adapters" / "adapter_model.safetensors")) for n in (1, 2))
+    assert two.keys() == one.keys() and all(torch.allclose(two[k], one[k], atol=1e-4) for k in two)
+    assert (runs[2] / "model" / "model.safetensors").is_file()

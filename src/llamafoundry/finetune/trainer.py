@@ -15,6 +15,8 @@ import math
 import os
 from pathlib import Path
 
+import torch
+
 from llamafoundry import fileio
 from llamafoundry.checkpoint import load_model, save_model
 from llamafoundry.config import ModelConfig
@@ -242,6 +244,7 @@ def finetune(
     recipe = data.fill(recipe)
     adapt = adapter_hook(recipe)
     if adapt is not None:
+        torch.manual_seed(recipe.train.seed)  # the adapters' initial A: the same on every rank, every run
         adapt(model)  # the init_state then names the adapted model's tensors, adapters included
     init_state = model.state_dict()
     runtime = init_runtime(device=device)

@@ -22,11 +22,13 @@ def lm_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), targets[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
 
 
-def loss_weights(batch: torch.Tensor) -> torch.Tensor:
+def loss_weights(batch: torch.Tensor, mean_over_ranks=lambda total: total) -> torch.Tensor:
     """Each micro-batch's share of a step's loss, for a step [accum, ...] of micro-batches: its share of
     the step's target tokens, so that the step's loss is the mean over all of them (micro-batches of a
-    finetune hold different numbers of response tokens)."""
-    if batch.dim() == 3:  # windows: every micro-batch has the same number of targets
+    finetune hold different numbers of response tokens). Across data-parallel ranks, whose gradients are
+    averaged, the share is of the ranks' mean count (`mean_over_ranks`), so that every rank's tokens
+    weigh the same."""
+    if batch.dim() == 3:  # windows: every micro-batch, on every rank, has the same number of targets
         return torch.full((len(batch),), 1 / len(batch))
     counts = (batch[:, :, 1, 1:] != IGNORE_INDEX).sum(dim=(1, 2)).double()
-    return (counts / counts.sum()).float()
+    return (counts / float(mean_over_ranks(counts.sum()))).float()

@@ -494,7 +494,12 @@ class Trainer:
     def _loss(self, batch: torch.Tensor, backward: bool) -> torch.Tensor:
         """Forward (and backward) over this rank's micro-batches; the mean loss over them."""
         total = torch.zeros((), device=self.rt.device)
-        weights = loss_weights(batch).tolist()
+        # Training weighs every rank's target tokens alike (its gradients are averaged over ranks);
+        # validation averages each rank's own mean.
+        over_ranks = (
+            (lambda total: self.rt.mean(total.to(self.rt.device))) if backward else (lambda total: total)
+        )
+        weights = loss_weights(batch, over_ranks).tolist()
         for micro, weight in zip(batch.to(self.rt.device, non_blocking=True), weights, strict=True):
             attention = parallel.attention_backend(self.recipe.parallel.sdpa_backend, self.rt.device)
             with autocast(self.rt.device, self.precision), attention:
