@@ -587,7 +587,9 @@ def test_undecodable_stdin_lines_are_reported_one_by_one(inputs: Inputs) -> None
     assert done.returncode == 0
     errors = _stdin_errors(done.stderr.decode())
     assert len(errors) == 2 and "byte 0xe9 at character 3" in errors[0]  # caf\xe9; bytes 11..255
-    assert done.stdout.strip()  # "to be" (and the control characters 0..9) were answered
+    # "to be" and the control characters 0..9 were answered: a completion each, ended by a newline (the
+    # untrained model's two tokens may be blank, so the text itself proves nothing).
+    assert done.stdout.count(b"\n") >= 2
 
 
 def test_escaped_stdin_bytes_are_reported_too(inputs: Inputs, cli) -> None:
