@@ -31,7 +31,6 @@ passes the result to `save_adapters(..., adapters=...)`; a merged model comes fr
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -102,15 +101,6 @@ class LoraConfig:
     @property
     def scaling(self) -> float:
         return self.alpha / self.rank
-
-    @classmethod
-    def from_dict(cls, values: dict) -> LoraConfig:
-        """A LoraConfig from a recipe's [lora] table; unknown keys are a UserError naming the known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"unknown LoRA config keys {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
 
 
 def linear_names(model: nn.Module) -> list[str]:
