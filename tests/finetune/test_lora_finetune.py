@@ -60,6 +60,17 @@ def test_the_merged_model_is_the_base_with_the_saved_adapters(merged_run, base_m
         assert (merged(tokens) - adapted(tokens)).abs().max().item() < 1e-5
 
 
+def test_a_lora_checkpoint_is_a_model_folder_of_the_merged_model(merged_run):
+    """`info`, `eval`, `generate` read a LoRA run's checkpoint as the model it stands for: adapters merged."""
+    merged, _, _ = load_model(merged_run / "model")
+    final, _, _ = load_model(merged_run / "checkpoints" / "step_00000012")
+    midway, _, _ = load_model(merged_run / "checkpoints" / "step_00000006")
+    tokens = torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (final(tokens) - merged(tokens)).abs().max().item() < 1e-5
+        assert (midway(tokens) - merged(tokens)).abs().max().item() > 1e-4
+
+
 def test_without_merge_only_the_adapters_are_written(tmp_path, base_model, alpaca_file):
     out = tmp_path / "run"
     done = run_cli(*lora_args(base_model, [alpaca_file], out, train__steps=2))

@@ -126,3 +126,20 @@ def load_tokenizer_if_present(folder: Path) -> Tokenizer | None:
 def _few(names: list[str], limit: int = 4) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def merge_adapters(state: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
+    """A state dict with peft's LoRA adapters (`X.base_layer.weight`, `X.lora_A.default.weight`,
+    `X.lora_B.default.weight`) folded into plain weights: W + scaling B A, in float32, stored in W's dtype.
+    The names are the plain model's (finetune/lora.py makes such models; their checkpoints hold them)."""
+    merged = {}
+    for name, tensor in state.items():
+        if ".lora_A." in name or ".lora_B." in name:
+            continue
+        if ".base_layer." in name:
+            layer = name.partition(".base_layer.")[0]
+            a, b = state[f"{layer}.lora_A.default.weight"], state[f"{layer}.lora_B.default.weight"]
+            tensor = (tensor.float() + scaling * (b.float() @ a.float())).to(tensor.dtype)
+            name = name.replace(".base_layer.", ".")
+        merged[name] = tensor
+    return merged

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from llamafoundry.checkpoint.common import build_model
+from llamafoundry.checkpoint.common import build_model, merge_adapters
 from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
@@ -59,8 +59,21 @@ def load_checkpoint_model(
     if max_seq_len is not None:
         cfg = cfg.replace(max_seq_len=max_seq_len)
     verify_manifest(folder)  # before DCP unpickles .metadata
-    model = build_model(cfg, _read_model_state(folder), folder, dtype)
+    model = build_model(cfg, _merged(_read_model_state(folder), state, folder), folder, dtype)
     return model, _run_tokenizer(folder, state), cfg
+
+
+def _merged(weights: dict[str, torch.Tensor], state: dict, folder: Path) -> dict[str, torch.Tensor]:
+    """A LoRA finetune's checkpoint (adapters beside frozen weights) as the plain model it stands for:
+    the adapters merged with the run's [lora] alpha / rank."""
+    if not any(".lora_A." in name for name in weights):
+        return weights
+    lora = state.get("config", {}).get("lora") if isinstance(state.get("config"), dict) else None
+    if not (isinstance(lora, dict) and isinstance(lora.get("rank"), int) and lora["rank"] > 0):
+        raise UserError(
+            f"{folder} holds LoRA adapters but its run config has no [lora] rank to merge them by"
+        )
+    return merge_adapters(weights, float(lora.get("alpha", 16.0)) / lora["rank"])
 
 
 def read_trainer_state(folder: Path) -> dict:

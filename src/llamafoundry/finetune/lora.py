@@ -42,7 +42,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from llamafoundry import fileio
-from llamafoundry.checkpoint.common import build_model, read_json, read_safetensors
+from llamafoundry.checkpoint.common import build_model, merge_adapters, read_json, read_safetensors
 from llamafoundry.checkpoint.hf import from_hf, to_hf
 from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
@@ -174,17 +174,7 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def merged_state_dict(state: dict[str, torch.Tensor], cfg: LoraConfig) -> dict[str, torch.Tensor]:
     """A LoRA model's full state dict with each adapter folded into its weight: W + (alpha / rank) B A,
     computed in float32 and stored in W's dtype. The names are the plain model's."""
-    merged = {}
-    for name, tensor in state.items():
-        if _is_adapter(name):
-            continue
-        if ".base_layer." in name:
-            layer = name.partition(".base_layer.")[0]
-            a, b = state[f"{layer}.lora_A.{_ADAPTER}.weight"], state[f"{layer}.lora_B.{_ADAPTER}.weight"]
-            tensor = (tensor.float() + cfg.scaling * (b.float() @ a.float())).to(tensor.dtype)
-            name = name.replace(".base_layer.", ".")
-        merged[name] = tensor
-    return merged
+    return merge_adapters(state, cfg.scaling)
 
 
 def merge_lora(model: Transformer) -> Transformer:
