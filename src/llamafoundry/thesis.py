@@ -20,7 +20,7 @@ import datetime
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from llamafoundry import fileio
@@ -49,7 +49,7 @@ class ThesisOptions:
     bootstrap: int = 100
     config: Path = REPO / "configs" / "thesis-cpu.toml"
     overwrite: bool = False
-    overrides: tuple[str, ...] = field(default=())
+    overrides: tuple[str, ...] = ()
 
     @property
     def figures(self) -> Path:

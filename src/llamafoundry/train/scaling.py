@@ -13,6 +13,7 @@ more tokens, as LLaMA did.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -51,7 +52,7 @@ class LossLaw:
         return (self.B / gap) ** (1 / self.beta) if gap > 0 else math.inf
 
     def to_dict(self) -> dict[str, float]:
-        return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta}
+        return dataclasses.asdict(self)
 
 
 # Hoffmann et al. (2022), approach 3, as published. Its frontier asks for 50 to 120 tokens per parameter
@@ -173,13 +174,7 @@ class Choice:
     loss: float
 
     def to_dict(self) -> dict[str, float]:
-        return {
-            "params": self.params,
-            "tokens": self.tokens,
-            "train_flops": self.train_flops,
-            "inference_flops": self.inference_flops,
-            "loss": self.loss,
-        }
+        return dataclasses.asdict(self)
 
 
 def plan(law: LossLaw, target_loss: float, inference_tokens: float) -> Choice:
