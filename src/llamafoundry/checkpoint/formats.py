@@ -13,6 +13,7 @@ from llamafoundry import fileio
 from llamafoundry.checkpoint.common import is_gguf_file, parse_dtype
 from llamafoundry.checkpoint.dcp import is_checkpoint, load_checkpoint_model
 from llamafoundry.checkpoint.hf import is_hf, load_hf, save_hf, tokenizer_files
+from llamafoundry.checkpoint.hub import resolve
 from llamafoundry.checkpoint.llama2c import is_llama2c, load_llama2c
 from llamafoundry.checkpoint.meta import is_meta, load_meta, save_meta
 from llamafoundry.checkpoint.native import is_native, is_unmarked_native, load_native, save_native
@@ -30,8 +31,8 @@ EXPORT_FORMATS = ("native", "meta", "hf", "gguf")
 
 def detect_format(path: str | os.PathLike) -> str:
     """'native', 'meta', 'hf', 'llama2c' or 'checkpoint' (a training run's step_N folder), from the files
-    at `path`; a UserError otherwise."""
-    path = Path(path)
+    at `path` (or a hub id's cached snapshot); a UserError otherwise."""
+    path = resolve(path)
     if not path.exists():
         raise UserError(
             f"{path} does not exist; give a model folder, a llama2.c .bin file or a preset "
@@ -71,7 +72,8 @@ def load_model(
     seed: int = 0,
 ) -> tuple[Transformer, Tokenizer | None, ModelConfig]:
     """(model in eval mode, tokenizer or None, config) from a model folder of any known format
-    (quantized native folders included), or a randomly initialised model from a preset name (seeded).
+    (quantized native folders included), a Hugging Face hub id (`org/name`, from the cache first), or
+    a randomly initialised model from a preset name (seeded).
 
     `tokenizer` (a tokenizer.model path, or a Tokenizer) replaces or supplies the folder's; `quantize`
     ('int8', 'int4' or a QuantConfig) quantizes a floating-point model after loading; `max_seq_len`
@@ -82,7 +84,7 @@ def load_model(
     if not Path(name).exists() and name in PRESETS:
         model, tok, cfg = _from_preset(name, torch_dtype, max_seq_len, seed)
     else:
-        model, tok, cfg = _from_path(Path(name), torch_dtype, max_seq_len)
+        model, tok, cfg = _from_path(resolve(name), torch_dtype, max_seq_len)
     if tokenizer is not None:
         tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
         _check_vocab(tok, cfg, "pass the tokenizer the model was trained with")

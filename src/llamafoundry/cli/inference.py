@@ -202,6 +202,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         from llamafoundry.inference.server import Moderation, Server, ServerLimits, check_api_key, create_app
     except ImportError:
         raise UserError("serving needs FastAPI and uvicorn: pip install 'llamafoundry[serve]'") from None
+    from llamafoundry.checkpoint.hub import is_hub_id, resolve
     from llamafoundry.inference.chat import ChatTemplate, load_chat_template
 
     check_api_key(args.api_key)  # before the model loads
@@ -218,14 +219,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise UserError(f"chat template {args.chat_template} not found; give a Jinja template file")
         template = ChatTemplate(jinja=args.chat_template.read_text(encoding="utf-8"), stop=())
     else:
-        template = load_chat_template(args.model) if Path(args.model).is_dir() else ChatTemplate()
+        folder = resolve(args.model)
+        template = load_chat_template(folder) if folder.is_dir() else ChatTemplate()
     limits = ServerLimits(
         max_tokens=args.max_tokens_limit,
         max_concurrent=args.max_concurrent,
         max_batch=args.max_batch,
         max_request_bytes=args.max_request_bytes,
     )
-    name = args.model_name or Path(args.model).name
+    # A hub id names itself (as vLLM serves it); a folder by its name.
+    name = args.model_name or (args.model if is_hub_id(args.model) else Path(args.model).name)
     server = Server(
         generator, name, api_key=args.api_key, limits=limits, chat_template=template, moderation=moderation
     )

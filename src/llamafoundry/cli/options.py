@@ -16,7 +16,8 @@ from pathlib import Path
 from llamafoundry.errors import UserError
 
 MODEL_HELP = (
-    "model folder (ours, quantized, Meta, Hugging Face, a training checkpoint), llama2.c .bin, or preset name"
+    "model folder (ours, quantized, Meta, Hugging Face, a training checkpoint), llama2.c .bin, Hugging Face "
+    "hub id (org/name: the cache first), or preset name"
 )
 DEVICE_HELP = "cpu, cuda, cuda:1, mps ... (default: cuda if available, else cpu)"
 # Commands that only read and write weights (info, convert) run nothing on the device: by default the

@@ -48,12 +48,13 @@ def folder_config(path: str | os.PathLike) -> ModelConfig:
     from llamafoundry.checkpoint.common import read_json
     from llamafoundry.checkpoint.dcp import PARTIAL_DIR, STATE_FILE, read_trainer_state
     from llamafoundry.checkpoint.hf import config_from_hf
+    from llamafoundry.checkpoint.hub import resolve
 
-    path = Path(path)
+    path = resolve(path)
     if not path.exists():  # load_model's own message offers presets, which hold no weights to start from
         raise UserError(
             f"model.init_from {path} does not exist; give a model folder (ours, Meta's, Hugging Face's, a "
-            "llama2.c .bin or runs/X/checkpoints/step_N), or model.preset for a fresh model"
+            "llama2.c .bin or runs/X/checkpoints/step_N), a hub id, or model.preset for a fresh model"
         )
     fmt = detect_format(path)
     if fmt == "native":
