@@ -120,6 +120,8 @@ class Sampler:
             for row, ids in enumerate(prompts):
                 self.seen[row, torch.tensor(list(ids), dtype=torch.long, device=device)] = True
         self.bias: tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        if any(t >= vocab_size for _, t, _ in biased):
+            raise UserError(f"logit_bias names a token id beyond the vocabulary of {vocab_size}")
         if biased:  # (rows, token ids) and biases: a sparse add, not a [B, V] tensor per step
             rows, ids, values = zip(*biased, strict=True)
             index = (torch.tensor(rows, device=device), torch.tensor(ids, device=device))
