@@ -83,7 +83,7 @@ def _cached_logits(
     generator._setup_cache(batch)
     pad = torch.tensor([length - len(p) for p in prompts])
     tokens = torch.tensor([[0] * (length - len(p)) + p for p in prompts])
-    out = [generator._prefill(tokens, pad)]
+    out = [generator._prefill(tokens, pad, [None] * batch)[0]]
     for step in range(len(continuation[0])):
         current = torch.tensor([[c[step]] for c in continuation])
         out.append(generator._step(current, torch.tensor(length + step), pad))

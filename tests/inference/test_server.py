@@ -199,7 +199,7 @@ def test_errors_are_openai_shaped_and_the_server_keeps_serving(running):
         _raw(running, "/v1/chat/completions", {"model": NAME, "messages": [{"role": "x", "content": ""}]}),
         400,
     )
-    _assert_error(_raw(running, "/v1/completions", {"model": NAME, "prompt": "hi", "n": 3}), 400)
+    _assert_error(_raw(running, "/v1/completions", {"model": NAME, "prompt": "hi", "n": 0}), 400)
     _assert_error(_raw(running, "/v1/nowhere", {}), 404)
     reply = client.completions.create(model=NAME, prompt="Still there?", max_tokens=5)
     assert reply.choices[0].finish_reason in ("stop", "length")

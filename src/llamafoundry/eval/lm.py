@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import abc
 import os
-import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 from llamafoundry.errors import UserError
 from llamafoundry.eval.packing import loglikelihood_tokens
 from llamafoundry.inference.generate import Generator
-from llamafoundry.inference.sampling import SamplingParams
+from llamafoundry.inference.sampling import SamplingParams, request_seed
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
 
@@ -246,8 +245,3 @@ class LlamaFoundryLM(TokenLM):
         for bucket, generator in self._generators.items():
             if bucket != keep:
                 generator.release()
-
-
-def request_seed(seed: int, index: int) -> int:
-    """The sampling seed of request `index` of a `generate` call whose requests carry `seed`."""
-    return random.Random(f"{seed}:{index}").getrandbits(63)

@@ -41,13 +41,27 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A token's log-probability under the model, and the most likely tokens' at its position (`top`:
+    (id, logprob) pairs, most likely first). The first prompt token, which nothing predicts, has None."""
+
+    token: int
+    logprob: float | None
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class StepEvent:
-    """What one decode step produced for one row: its token, the text it released, and whether it ended."""
+    """What one decode step produced for one row: its token, the text it released, and whether it ended.
+    With `logprobs` asked for, the token's log-probability; with `prompt_logprobs`, a row's first event
+    also carries its prompt tokens'."""
 
     index: int
     token: int
     text: str
     finish_reason: str | None
+    logprobs: TokenLogprob | None = None
+    prompt_logprobs: tuple[TokenLogprob, ...] = ()
 
 
 class _Row:
@@ -202,7 +216,7 @@ class Generator:
         for row, prompt in enumerate(ids):
             tokens[row, length - len(prompt) :] = torch.tensor(prompt, device=self.device)
         sampler = Sampler([r.params for r in rows], ids, self.model.cfg.vocab_size, self.device)
-        logits = self._prefill(tokens, pad)
+        logits, prompt_logprobs = self._prefill(tokens, pad, [r.params.prompt_logprobs for r in rows])
         current = torch.empty(batch, 1, dtype=torch.long, device=self.device)
         pos = torch.tensor(length, device=self.device)
         checked = False  # whether a step of this loop has run with all of torch.compile's guards
@@ -210,11 +224,20 @@ class Generator:
             next_tokens = sampler(logits)
             sampler.observe(next_tokens)
             room_left = position < self.max_seq_len  # the cache has a slot for this token
+            logprobs = _logprobs(logits, next_tokens, [r.params.logprobs for r in rows])
             events = [
-                StepEvent(i, tok, row.push(tok, room_left), row.completion.finish_reason)
+                StepEvent(
+                    i,
+                    tok,
+                    row.push(tok, room_left),
+                    row.completion.finish_reason,
+                    logprobs[i],
+                    prompt_logprobs[i],
+                )
                 for i, (row, tok) in enumerate(zip(rows, next_tokens.tolist(), strict=True))
                 if not row.done
             ]
+            prompt_logprobs = [()] * batch  # a row's first event alone carries them
             yield events
             if all(row.done for row in rows):
                 return
@@ -270,8 +293,12 @@ class Generator:
         for layer, cache in zip(self.model.layers, self._caches[batch], strict=True):
             layer.attention.cache = cache
 
-    def _prefill(self, tokens: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """Run the left-padded prompts [B, L] through the model; logits [B, V] of the last position."""
+    def _prefill(
+        self, tokens: torch.Tensor, pad: torch.Tensor, prompt_logprobs: Sequence[int | None]
+    ) -> tuple[torch.Tensor, list[tuple[TokenLogprob, ...]]]:
+        """Run the left-padded prompts [B, L] through the model: logits [B, V] of the last position, and
+        the prompt tokens' log-probabilities for the rows that ask for them (`prompt_logprobs`: how many
+        alternatives, or None)."""
         length = tokens.shape[1]
         query = torch.arange(length, device=self.device)
         key = torch.arange(self.max_seq_len, device=self.device)
@@ -280,7 +307,14 @@ class Generator:
         # A padding query sees itself, so no softmax row is empty (NaN); real queries never see padding.
         visible |= key == query.unsqueeze(1)
         hidden = self.model.hidden(tokens, 0, positions=positions, mask=visible.unsqueeze(1))
-        return self.model.output(hidden[:, -1])
+        scored = [()] * len(tokens)
+        for row, top in enumerate(prompt_logprobs):
+            if top is not None:  # only the rows that ask: every position's logits are vocab x length each
+                start = int(pad[row])
+                logits = self.model.output(hidden[row, start:-1])
+                first = TokenLogprob(int(tokens[row, start]), None)
+                scored[row] = (first, *_logprobs(logits, tokens[row, start + 1 :], [top] * len(logits)))
+        return self.model.output(hidden[:, -1]), scored
 
     def _decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """One token per row [B, 1] at cache position `pos` (0-d); logits [B, V]. Shapes never change."""
@@ -290,6 +324,27 @@ class Generator:
             tokens, pos, positions=(pos - pad).unsqueeze(1), mask=visible[:, None, None, :]
         )
         return self.model.output(hidden[:, -1])
+
+
+def _logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, tops: Sequence[int | None]
+) -> list[TokenLogprob | None]:
+    """Per row of logits [N, V]: the log-probability of `tokens[i]` and of the `tops[i]` most likely
+    tokens (None: the row asked for none). These are the model's own distribution, before logit_bias,
+    repetition penalty, temperature and top-k/top-p, as vLLM returns by default ("raw_logprobs")."""
+    wanted = [top for top in tops if top is not None]
+    if not wanted:
+        return [None] * len(tops)
+    logprobs = logits.float().log_softmax(dim=-1)
+    picked = logprobs.gather(-1, tokens.view(-1, 1)).view(-1).tolist()
+    values, ids = logprobs.topk(max(wanted), dim=-1)
+    values, ids, tokens = values.tolist(), ids.tolist(), tokens.tolist()
+    return [
+        None
+        if top is None
+        else TokenLogprob(tokens[i], picked[i], tuple(zip(ids[i][:top], values[i][:top], strict=True)))
+        for i, top in enumerate(tops)
+    ]
 
 
 def _shallow_copy(model: Transformer) -> Transformer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ PENALTY_RANGE = (0.01, 100.0)
 # Below this temperature sampling is greedy: dividing logits by a denormal turns them into inf and the
 # softmax into NaN (vLLM draws the same line).
 GREEDY_BELOW = 1e-5
+BIAS_RANGE = (-100.0, 100.0)  # OpenAI's logit_bias values
+MAX_LOGPROBS = 20  # alternatives per token a request may ask for (OpenAI's top_logprobs ceiling)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class SamplingParams:
         int, ...
     ] = ()  # more ids that end generation like EOS (llama2.c models end with BOS)
     ignore_eos: bool = False  # keep going after the end-of-sequence token (benchmarks)
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) added to its logit before sampling
+    logprobs: int | None = None  # each output token's log-probability and this many alternatives'
+    prompt_logprobs: int | None = None  # the same for each prompt token (from the prefill)
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -65,6 +71,13 @@ class SamplingParams:
         low, high = SEED_RANGE  # a seed beyond them fails the whole batch it is decoded in
         if self.seed is not None and (not isinstance(self.seed, int) or not low <= self.seed <= high):
             return f"seed must be an integer from {low} to {high}, got {self.seed!r}"
+        low, high = BIAS_RANGE
+        if any(not isinstance(t, int) or t < 0 or not low <= b <= high for t, b in self.logit_bias):
+            return f"logit_bias must map token ids to biases from {low} to {high}"
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or not 0 <= value <= MAX_LOGPROBS):
+                return f"{name} must be an integer from 0 to {MAX_LOGPROBS}, got {value!r}"
         return None
 
     def replace(self, **changes: object) -> SamplingParams:
@@ -87,7 +100,8 @@ class Sampler:
     ) -> None:
         self.params = list(params)
         self.all_greedy = all(p.greedy for p in self.params)
-        self.plain = self.all_greedy and all(p.repetition_penalty == 1 for p in self.params)
+        biased = [(row, t, b) for row, p in enumerate(self.params) for t, b in p.logit_bias]
+        self.plain = self.all_greedy and not biased and all(p.repetition_penalty == 1 for p in self.params)
         column = lambda values: torch.tensor(values, dtype=torch.float32, device=device).unsqueeze(1)  # noqa: E731
         self.penalty = column([p.repetition_penalty for p in self.params])
         self.temperature = column([p.temperature if not p.greedy else 1.0 for p in self.params])
@@ -105,6 +119,13 @@ class Sampler:
             self.seen = torch.zeros(len(prompts), vocab_size, dtype=torch.bool, device=device)
             for row, ids in enumerate(prompts):
                 self.seen[row, torch.tensor(list(ids), dtype=torch.long, device=device)] = True
+        self.bias: tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        if any(t >= vocab_size for _, t, _ in biased):
+            raise UserError(f"logit_bias names a token id beyond the vocabulary of {vocab_size}")
+        if biased:  # (rows, token ids) and biases: a sparse add, not a [B, V] tensor per step
+            rows, ids, values = zip(*biased, strict=True)
+            index = (torch.tensor(rows, device=device), torch.tensor(ids, device=device))
+            self.bias = index, torch.tensor(values, dtype=torch.float32, device=device)
         self.generators = [self._generator(p.seed, device) for p in self.params]
 
     @staticmethod
@@ -118,6 +139,8 @@ class Sampler:
         if self.plain:
             return logits.argmax(dim=-1)
         logits = logits.float()
+        if self.bias is not None:  # OpenAI adds logit_bias to the logits before anything else
+            logits = logits.index_put(*self.bias, accumulate=True)
         if self.seen is not None:
             penalised = torch.where(logits < 0, logits * self.penalty, logits / self.penalty)
             logits = torch.where(self.seen, penalised, logits)
@@ -147,3 +170,8 @@ class Sampler:
         """Record the tokens just chosen (for the repetition penalty)."""
         if self.seen is not None:
             self.seen[torch.arange(len(tokens), device=tokens.device), tokens] = True
+
+
+def request_seed(seed: int, index: int) -> int:
+    """The sampling seed of request `index` of a `generate` call whose requests carry `seed`."""
+    return random.Random(f"{seed}:{index}").getrandbits(63)

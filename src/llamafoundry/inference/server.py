@@ -5,7 +5,12 @@ objects, server-sent-event streams ending in `data: [DONE]`, and errors as
 `{"error": {"message", "type", "param", "code"}}` with the status codes OpenAI uses (400 bad request,
 401 bad API key, 404 unknown model, 413 body too large, 429 too many requests in flight). Limits protect
 the one model: prompt + max_tokens must fit the context, max_tokens has a ceiling, and at most
-`max_concurrent` requests may be in flight. Decoding happens on the `BatchingEngine`'s thread.
+`max_concurrent` choices (prompts x n) may be in flight. Decoding happens on the `BatchingEngine`'s thread.
+
+OpenAI's parameters either work as OpenAI documents them (n, logprobs/top_logprobs, echo, logit_bias,
+max_completion_tokens, stream_options, prompts as token ids, text content parts) or get OpenAI's 400
+naming them (tools, response_format, suffix, ... : `NOT_IMPLEMENTED`); a field OpenAI does not have is
+refused as OpenAI refuses it, so that nothing a client sends is silently ignored.
 
 A bad request fails alone. Before anything reads a body, a gate checks the API key (a client without it
 learns nothing from how its body would be parsed) and the body's size (a huge body is never parsed or
@@ -21,13 +26,12 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -36,10 +40,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llamafoundry.errors import UserError
 from llamafoundry.inference.chat import ChatTemplate, render_chat
 from llamafoundry.inference.engine import BatchingEngine
-from llamafoundry.inference.generate import Generator, StepEvent
-from llamafoundry.inference.sampling import PENALTY_RANGE, SEED_RANGE, SamplingParams
-
-MAX_STOP = 4  # stop sequences per request, as OpenAI allows
+from llamafoundry.inference.engine import Request as EngineRequest
+from llamafoundry.inference.generate import Generator, StepEvent, TokenLogprob
+from llamafoundry.inference.openai_api import (
+    MAX_STOP,
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    LogprobWriter,
+    SamplingFields,
+    error_response,
+    logprobs_asked,
+    message_text,
+    prompt_list,
+)
+from llamafoundry.inference.sampling import SamplingParams, request_seed
 
 
 @dataclass(frozen=True)
@@ -101,101 +116,6 @@ class Moderation:
         return self.scorer.score([text])[0] >= self.threshold
 
 
-class APIError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-    def response(self) -> JSONResponse:
-        return _error(self.status, self.message, self.type, self.param, self.code)
-
-
-def _error(
-    status: int,
-    message: str,
-    type: str = "invalid_request_error",
-    param: str | None = None,
-    code: str | None = None,
-) -> JSONResponse:
-    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status)
-
-
-def _finite(default: float, **bounds: float) -> Any:
-    return Field(default, allow_inf_nan=False, **bounds)
-
-
-class _Sampling(BaseModel):
-    """Fields shared by both endpoints (OpenAI's names, defaults and ranges, plus top_k and
-    repetition_penalty), each bounded to what the sampler takes."""
-
-    model_config = ConfigDict(extra="ignore")
-    model: str
-    max_tokens: int | None = Field(None, ge=1)  # its ceiling is the server's (see Server.sampling)
-    temperature: float = _finite(1.0, ge=0, le=2)
-    top_p: float = _finite(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=0, le=2**31 - 1)  # beyond the vocabulary it keeps every token
-    repetition_penalty: float = _finite(1.0, ge=PENALTY_RANGE[0], le=PENALTY_RANGE[1])
-    stop: str | list[str] | None = None
-    stream: bool = False
-    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
-    n: int = 1
-    logprobs: Any = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unicode(cls, body: Any) -> Any:
-        # JSON's "\ud800" escapes parse to lone surrogates, which no tokenizer (or UTF-8 reply) can encode.
-        if _has_lone_surrogate(body):
-            raise ValueError(
-                "a string holds a lone UTF-16 surrogate (\\ud800 to \\udfff), which is not text; "
-                "send valid Unicode"
-            )
-        return body
-
-
-def _has_lone_surrogate(body: Any) -> bool:
-    pending = [body]  # a loop, not recursion: a body may nest as deep as the JSON parser allows
-    while pending:
-        value = pending.pop()
-        if isinstance(value, str) and not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(value, dict):
-            pending += [*value.keys(), *value.values()]
-        elif isinstance(value, list):
-            pending += value
-    return False
-
-
-class CompletionRequest(_Sampling):
-    prompt: str | list[str] | list[int]
-    max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
-    echo: bool = False
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: str
-    content: str
-
-
-class ChatRequest(_Sampling):
-    messages: list[ChatMessage]
-
-
 class Server:
     """The app's state: generator, engine, limits, the name it answers to, an optional API key."""
 
@@ -230,7 +150,10 @@ class Server:
         if not secrets.compare_digest(given.encode(), self.api_key.encode()):
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
-    def sampling(self, body: _Sampling, prompt_len: int, extra_stop: tuple[str, ...] = ()) -> SamplingParams:
+    def sampling(
+        self, body: SamplingFields, prompt_len: int, extra_stop: tuple[str, ...] = ()
+    ) -> SamplingParams:
+        """The sampling settings of one prompt of a request, every field checked against the server."""
         if body.model != self.model_name:
             raise APIError(
                 404,
@@ -238,58 +161,67 @@ class Server:
                 param="model",
                 code="model_not_found",
             )
-        for name, unsupported in (
-            ("n", body.n != 1),
-            ("logprobs", body.logprobs not in (None, False)),
-            ("presence_penalty", body.presence_penalty != 0),
-            ("frequency_penalty", body.frequency_penalty != 0),
-            ("echo", getattr(body, "echo", False)),
-        ):
-            if unsupported:
-                raise APIError(
-                    400, f"`{name}` is not supported by this server; leave it at its default.", param=name
-                )
+        refused = body.refused()
+        if refused is not None:
+            raise refused
+        name, asked = "max_tokens", body.max_tokens
+        if getattr(body, "max_completion_tokens", None) is not None:
+            name, asked = "max_completion_tokens", body.max_completion_tokens
+        echo = getattr(body, "echo", False)
+        if asked == 0 and not echo:  # nothing to return: OpenAI allows 0 only to echo the prompt
+            raise APIError(400, f"{name} must be at least 1 (0 only with echo).", param=name)
         context = self.generator.max_seq_len
         room = context - prompt_len
-        max_tokens = min(room, self.limits.max_tokens) if body.max_tokens is None else body.max_tokens
+        max_tokens = min(room, self.limits.max_tokens) if asked is None else asked
         if max_tokens > self.limits.max_tokens:
             raise APIError(
                 400,
-                f"max_tokens is {max_tokens} but this server allows at most {self.limits.max_tokens}.",
-                param="max_tokens",
+                f"{name} is {max_tokens} but this server allows at most {self.limits.max_tokens}.",
+                param=name,
             )
         if room < 1 or max_tokens > room:
             raise APIError(
                 400,
                 f"This model's maximum context length is {context} tokens. However, you requested "
                 f"{prompt_len + max(max_tokens, 1)} tokens ({prompt_len} in the prompt, "
-                f"{max(max_tokens, 1)} for the completion). Shorten the prompt or lower max_tokens.",
-                param="max_tokens" if room >= 1 else "prompt",
+                f"{max(max_tokens, 1)} for the completion). Shorten the prompt or lower {name}.",
+                param=name if room >= 1 else "prompt",
                 code="context_length_exceeded",
             )
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stops) > MAX_STOP:
             raise APIError(400, f"stop has {len(stops)} sequences; give at most {MAX_STOP}.", param="stop")
+        vocab = self.generator.model.cfg.vocab_size
+        bias = tuple((body.logit_bias or {}).items())
+        if any(token >= vocab for token, _ in bias):
+            raise APIError(
+                400,
+                f"logit_bias names a token id beyond this model's vocabulary of {vocab}.",
+                param="logit_bias",
+            )
+        logprobs = logprobs_asked(body)
         try:
             return SamplingParams(
-                max_new_tokens=max_tokens,
+                max_new_tokens=max(
+                    max_tokens, 1
+                ),  # 0: the prompt is scored in the prefill; one token is dropped
                 temperature=body.temperature,
                 top_k=body.top_k,
                 top_p=body.top_p,
                 repetition_penalty=body.repetition_penalty,
+                ignore_eos=body.ignore_eos,
                 stop=tuple(stops) + extra_stop,
                 seed=body.seed,
+                logit_bias=bias,
+                logprobs=logprobs,
+                prompt_logprobs=logprobs if echo else None,
             )
         except UserError as exc:
             raise APIError(400, str(exc)) from None
 
-    def encode_prompts(self, prompt: str | list[str] | list[int]) -> list[list[int]]:
-        if isinstance(prompt, str):
-            prompts: list = [prompt]
-        elif prompt and all(isinstance(p, int) for p in prompt):
-            prompts = [prompt]
-        else:
-            prompts = list(prompt)
+    def encode_prompts(self, prompt: str | list[str] | list[int] | list[list[int]]) -> list[list[int]]:
+        """Each prompt of a completions request as token ids (text, token ids, or a list of either)."""
+        prompts = prompt_list(prompt)
         if not prompts or any(not p for p in prompts):
             raise APIError(400, "prompt is empty; give some text.", param="prompt")
         if len(prompts) > self.limits.max_concurrent:
@@ -303,6 +235,20 @@ class Server:
             return [self.generator.encode(p) for p in prompts]
         except UserError as exc:
             raise APIError(400, str(exc), param="prompt") from None
+
+    def prompt_text(self, prompt: str | list[int]) -> str:
+        """A prompt as echo returns it: its text as sent, or its token ids decoded."""
+        return prompt if isinstance(prompt, str) else self.generator.tokenizer.decode(prompt)
+
+    def check_choices(self, prompts: int, n: int) -> None:
+        """A 400 for a request whose choices (prompts x n) could never all be in flight at once."""
+        if prompts * n > self.limits.max_concurrent:
+            raise APIError(
+                400,
+                f"{prompts} prompt(s) x n={n} is {prompts * n} choices; this server takes at most "
+                f"{self.limits.max_concurrent} in one request.",
+                param="n",
+            )
 
     def admit(self, count: int) -> None:
         if self.in_flight + count > self.limits.max_concurrent:
@@ -328,26 +274,32 @@ def create_app(server: Server) -> FastAPI:
     app.add_middleware(_Gate, server=server)
 
     @app.exception_handler(APIError)
-    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+    async def apierror_response(request: Request, exc: APIError) -> JSONResponse:
         return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         if first.get("type") == "json_invalid":
-            return _error(400, "The request body is not valid JSON.", code="invalid_json")
+            return error_response(400, "The request body is not valid JSON.", code="invalid_json")
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        if first.get("type") == "extra_forbidden":  # OpenAI's words for a field it does not know
+            return error_response(400, f"Unrecognized request argument supplied: {where}", param=where)
         message = first.get("msg", "invalid value").removeprefix("Value error, ")
-        return _error(400, f"Invalid request: {where or 'body'}: {message}.", param=where or None)
+        return error_response(400, f"Invalid request: {where or 'body'}: {message}.", param=where or None)
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None)
+    async def httperror_response(request: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(
+            exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None
+        )
 
     @app.exception_handler(Exception)
-    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+    async def servererror_response(request: Request, exc: Exception) -> JSONResponse:
         # Our bug: the client still gets OpenAI's error shape; the traceback goes to the log.
-        return _error(500, "The server had an error while processing your request.", type="server_error")
+        return error_response(
+            500, "The server had an error while processing your request.", type="server_error"
+        )
 
     @app.get("/health")
     async def health() -> dict:
@@ -366,20 +318,23 @@ def create_app(server: Server) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Any:
         prompts = await run_in_threadpool(server.encode_prompts, body.prompt)
+        server.check_choices(len(prompts), body.n)
         params = [server.sampling(body, len(p)) for p in prompts]
-        return await _respond(server, request, prompts, params, body.stream, chat=False)
+        echoes = [server.prompt_text(p) for p in prompt_list(body.prompt)] if body.echo else None
+        return await _respond(server, request, body, prompts, params, echoes, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request) -> Any:
-        messages = [m.model_dump() for m in body.messages]
+        messages = [{"role": m.role, "content": message_text(m, i)} for i, m in enumerate(body.messages)]
         try:
             prompt = await run_in_threadpool(
                 render_chat, messages, server.chat_template, server.generator.tokenizer
             )
         except UserError as exc:
             raise APIError(400, str(exc), param="messages") from None
+        server.check_choices(1, body.n)
         params = server.sampling(body, len(prompt), server.chat_template.stop)
-        return await _respond(server, request, [prompt], [params], body.stream, chat=True)
+        return await _respond(server, request, body, [prompt], [params], None, chat=True)
 
     return app
 
@@ -445,62 +400,124 @@ def _model_card(server: Server) -> dict:
     return {"id": server.model_name, "object": "model", "created": server.created, "owned_by": "llamafoundry"}
 
 
+@dataclass
+class _Choice:
+    """One choice of a reply: the engine request decoding it, and what the reply puts around its text."""
+
+    request: EngineRequest
+    prompt: list[int]
+    echo: str | None = None  # completions' echo: the prompt's text, returned before the completion
+    drop: bool = False  # max_tokens 0: the one token decoded (the prefill scores the prompt) is not returned
+
+    @property
+    def logprobs(self) -> bool:
+        return self.request.params.logprobs is not None
+
+    def writer(self, tokenizer: Any) -> LogprobWriter:
+        return LogprobWriter(tokenizer, None if self.echo is not None else self.prompt[-1])
+
+
+@dataclass
+class _Piece:
+    """A part of a choice's completion as the client gets it."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    tokens: int = 0  # generated tokens it covers (for usage)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # theirs, when asked for
+    prompt: tuple[TokenLogprob, ...] = ()  # the prompt tokens' (the first piece, when echo asks)
+
+    def add(self, event: StepEvent) -> None:
+        self.text += event.text
+        self.finish_reason = event.finish_reason
+        self.tokens += 1
+        self.logprobs += [event.logprobs] if event.logprobs is not None else []
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _sample(params: SamplingParams, sample: int) -> SamplingParams:
+    """The settings of sample `sample` of a prompt (n > 1): a seeded request's samples draw seeds of their
+    own from its seed, the first the seed itself (so n=1 decodes as before)."""
+    if sample == 0 or params.seed is None:
+        return params
+    return params.replace(seed=request_seed(params.seed, sample))
+
+
 async def _respond(
     server: Server,
     http: Request,
+    body: SamplingFields,
     prompts: list[list[int]],
     params: list[SamplingParams],
-    stream: bool,
+    echoes: list[str] | None,
     chat: bool,
 ) -> Any:
-    server.admit(len(prompts))
-    server.in_flight += len(prompts)
-    requests = [server.engine.submit(p, s) for p, s in zip(prompts, params, strict=True)]
+    server.admit(len(prompts) * body.n)
+    server.in_flight += len(prompts) * body.n
+    # All n samples of all prompts are queued at once, so the engine decodes them in one batch.
+    choices = [
+        _Choice(server.engine.submit(prompt, _sample(p, j)), prompt, echo, drop=body.max_tokens == 0)
+        for prompt, p, echo in zip(prompts, params, echoes or [None] * len(prompts), strict=True)
+        for j in range(body.n)
+    ]
     meta = {
         "id": ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12),
         "created": int(time.time()),
         "model": server.model_name,
     }
-    if stream:
-        return StreamingResponse(_stream(server, http, requests, meta, chat), media_type="text/event-stream")
+    prompt_tokens = sum(len(p) for p in prompts)  # once per prompt, whatever n is (as OpenAI counts)
+    if body.stream:
+        return StreamingResponse(
+            _stream(server, http, choices, meta, chat, prompt_tokens if body.include_usage else None),
+            media_type="text/event-stream",
+        )
     try:
-        results = [await _collect(server, r) for r in requests]
+        results = [await _collect(server, c) for c in choices]
     finally:
-        _release(server, requests)
-    choices = []
-    for index, (text, reason, _) in enumerate(results):
+        _release(server, choices)
+    tokenizer = server.generator.tokenizer
+    bodies = []
+    for index, (choice, piece) in enumerate(zip(choices, results, strict=True)):
         if chat:
-            choices.append(
+            logprobs = choice.writer(tokenizer).chat(piece.logprobs) if choice.logprobs else None
+            message = {"role": "assistant", "content": piece.text}
+            bodies.append(
                 {
                     "index": index,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": reason,
-                    "logprobs": None,
+                    "message": message,
+                    "finish_reason": piece.finish_reason,
+                    "logprobs": logprobs,
                 }
             )
         else:
-            choices.append({"index": index, "text": text, "finish_reason": reason, "logprobs": None})
-    prompt_tokens = sum(len(p) for p in prompts)
-    completion_tokens = sum(count for _, _, count in results)
+            tokens = [*piece.prompt, *piece.logprobs]
+            logprobs = choice.writer(tokenizer).completion(tokens) if choice.logprobs else None
+            text = (choice.echo or "") + piece.text
+            bodies.append(
+                {"index": index, "text": text, "finish_reason": piece.finish_reason, "logprobs": logprobs}
+            )
     return {
         **meta,
         "object": "chat.completion" if chat else "text_completion",
-        "choices": choices,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "choices": bodies,
+        "usage": _usage(prompt_tokens, sum(piece.tokens for piece in results)),
     }
 
 
-def _release(server: Server, requests: list) -> None:
-    for request in requests:
-        request.cancelled = True  # no-op for finished requests; stops the hand-off for abandoned ones
-    server.in_flight -= len(requests)
+def _release(server: Server, choices: list[_Choice]) -> None:
+    for choice in choices:
+        choice.request.cancelled = True  # no-op for finished requests; stops the hand-off for abandoned ones
+    server.in_flight -= len(choices)
 
 
-async def _events(request: Any) -> AsyncIterator[StepEvent]:
+async def _events(request: EngineRequest) -> AsyncIterator[StepEvent]:
     while True:
         item = await request.events.get()
         if item is None:
@@ -510,74 +527,97 @@ async def _events(request: Any) -> AsyncIterator[StepEvent]:
         yield item
 
 
-async def _chunks(server: Server, request: Any) -> AsyncIterator[tuple[str, str | None, int]]:
-    """(text, finish_reason, tokens) pieces of a request's completion. Under moderation, text is held
-    until the completion so far has been scored (every `window` characters, and at the end); a
-    completion that scores at the threshold ends there with "content_filter", its held text dropped."""
-    moderation = server.moderation
-    if moderation is None:
-        async for event in _events(request):
-            yield event.text, event.finish_reason, 1
-        return
-    released, held, tokens = "", "", 0
+async def _chunks(server: Server, choice: _Choice) -> AsyncIterator[_Piece]:
+    """The pieces of a choice's completion. Under moderation, text is held until the completion so far
+    has been scored (every `window` characters, and at the end); a completion that scores at the
+    threshold ends there with "content_filter", its held text dropped."""
+    moderation, request = server.moderation, choice.request
+    released, held = "", _Piece()
     async for event in _events(request):
-        held += event.text
-        tokens += 1
-        if event.finish_reason is None and len(held) < moderation.window:
+        if event.prompt_logprobs:
+            yield _Piece(prompt=event.prompt_logprobs)
+        if choice.drop:  # max_tokens 0: its token is not returned (nor scored, nor counted)
             continue
-        if await run_in_threadpool(moderation.blocks, released + held):
-            request.cancelled = True  # stop decoding what will never be returned
-            yield "", "content_filter", tokens
-            return
-        yield held, event.finish_reason, tokens
-        released, held, tokens = released + held, "", 0
+        held.add(event)
+        if moderation is not None:
+            if event.finish_reason is None and len(held.text) < moderation.window:
+                continue
+            if await run_in_threadpool(moderation.blocks, released + held.text):
+                request.cancelled = True  # stop decoding what will never be returned
+                yield _Piece("", "content_filter", held.tokens)
+                return
+        yield held
+        released, held = released + held.text, _Piece()
+    if choice.drop:
+        yield _Piece("", "length")
 
 
-async def _collect(server: Server, request: Any) -> tuple[str, str | None, int]:
-    """(text, finish_reason, generated tokens) of a finished request."""
-    parts, reason, count = [], None, 0
-    async for text, finish, tokens in _chunks(server, request):
-        parts.append(text)
-        count += tokens
-        reason = finish or reason
-    return "".join(parts), reason, count
+async def _collect(server: Server, choice: _Choice) -> _Piece:
+    """A finished choice's completion, as one piece."""
+    whole = _Piece()
+    async for piece in _chunks(server, choice):
+        whole.text += piece.text
+        whole.finish_reason = piece.finish_reason or whole.finish_reason
+        whole.tokens += piece.tokens
+        whole.logprobs += piece.logprobs
+        whole.prompt += piece.prompt
+    return whole
 
 
 async def _stream(
-    server: Server, http: Request, requests: list, meta: dict, chat: bool
+    server: Server,
+    http: Request,
+    choices: list[_Choice],
+    meta: dict,
+    chat: bool,
+    usage_of: int | None,
 ) -> AsyncIterator[str]:
+    """The reply's server-sent events. With `usage_of` (the prompt tokens; stream_options.include_usage)
+    every chunk has "usage": null and a last chunk with no choices has the usage, as OpenAI sends it."""
     kind = "chat.completion.chunk" if chat else "text_completion"
+    usage = {} if usage_of is None else {"usage": None}
+    tokenizer = server.generator.tokenizer
+    generated = 0
     try:
-        for index, request in enumerate(requests):
+        for index, choice in enumerate(choices):
+            writer, echo = choice.writer(tokenizer), choice.echo or ""
             if chat:
-                yield _sse(
-                    {
-                        **meta,
-                        "object": kind,
-                        "choices": [
-                            {
-                                "index": index,
-                                "delta": {"role": "assistant", "content": ""},
-                                "finish_reason": None,
-                            }
-                        ],
-                    }
-                )
-            async for text, finish, _ in _chunks(server, request):
+                delta = {"role": "assistant", "content": ""}
+                first = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
+                yield _sse({**meta, "object": kind, "choices": [first], **usage})
+            async for piece in _chunks(server, choice):
                 if await http.is_disconnected():
                     return
-                if text or finish:
-                    choice = (
-                        {"index": index, "delta": {"content": text} if text else {}, "finish_reason": finish}
-                        if chat
-                        else {"index": index, "text": text, "finish_reason": finish, "logprobs": None}
-                    )
-                    yield _sse({**meta, "object": kind, "choices": [choice]})
+                generated += piece.tokens
+                text, tokens = echo + piece.text, [*piece.prompt, *piece.logprobs]
+                echo = ""  # the prompt goes before the first piece
+                if not (text or piece.finish_reason or (tokens and choice.logprobs)):
+                    continue
+                if chat:
+                    logprobs = writer.chat(tokens) if choice.logprobs else None
+                    delta = {"content": text} if text else {}
+                    out = {
+                        "index": index,
+                        "delta": delta,
+                        "logprobs": logprobs,
+                        "finish_reason": piece.finish_reason,
+                    }
+                else:
+                    logprobs = writer.completion(tokens) if choice.logprobs else None
+                    out = {
+                        "index": index,
+                        "text": text,
+                        "logprobs": logprobs,
+                        "finish_reason": piece.finish_reason,
+                    }
+                yield _sse({**meta, "object": kind, "choices": [out], **usage})
+        if usage_of is not None:
+            yield _sse({**meta, "object": kind, "choices": [], "usage": _usage(usage_of, generated)})
         yield "data: [DONE]\n\n"
     except APIError as exc:
         yield _sse({"error": {"message": exc.message, "type": exc.type, "param": None, "code": None}})
     finally:
-        _release(server, requests)
+        _release(server, choices)
 
 
 def _sse(obj: dict) -> str:
