@@ -41,9 +41,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    from llamafoundry.tokenizer import Tokenizer
+    from llamafoundry.tokenizer import load_tokenizer
 
-    tok = Tokenizer(args.tokenizer)
+    tok = load_tokenizer(args.tokenizer)
     ids = tok.encode(args.text)
     print(" ".join(str(i) for i in ids))
     print(" ".join(repr(tok.id_to_piece(i)) for i in ids))
