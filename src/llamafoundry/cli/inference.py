@@ -190,7 +190,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if generator.tokenizer is None:
         raise UserError(
             f"{args.model} has no tokenizer, so prompts cannot be encoded; "
-            "pass --tokenizer PATH/tokenizer.model"
+            "pass --tokenizer PATH to its tokenizer.model or tokenizer.json"
         )
     if args.chat:
         _chat(

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("encode", help="show the tokens of a text")
-    p.add_argument("tokenizer", type=Path, help="tokenizer.model")
+    p.add_argument("tokenizer", type=Path, help="tokenizer.model, tokenizer.json or a folder of one")
     p.add_argument("text")
     p.set_defaults(func=cmd_encode)
 

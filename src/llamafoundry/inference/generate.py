@@ -141,7 +141,7 @@ class Generator:
             if self.tokenizer is None:
                 raise UserError(
                     "this model has no tokenizer, so text prompts cannot be encoded; "
-                    "pass --tokenizer PATH/tokenizer.model"
+                    "pass --tokenizer PATH to its tokenizer.model or tokenizer.json"
                 )
             return self.tokenizer.encode(prompt, bos=True)
         ids = [int(t) for t in prompt]
