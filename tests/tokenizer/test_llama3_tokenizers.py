@@ -125,11 +125,27 @@ def test_gguf_holds_the_byte_level_vocabulary_merges_and_template(llama3_files, 
     importlib.util.find_spec("llama_cpp") is None,
     reason="llama-cpp-python (llama_cpp) is not installed: pip install 'llamafoundry[bench]'",
 )
-def test_llama_cpp_tokenizes_our_gguf_as_we_do(llama3_files, tmp_path):
+@pytest.mark.parametrize("source", ["json", "tiktoken"])
+def test_llama_cpp_tokenizes_our_gguf_as_we_do(llama3_files, tmp_path, source):
     from llama_cpp import Llama
 
-    tok = load_tokenizer(llama3_files["json"])
+    tok = load_tokenizer(llama3_files[source])
     path = export(tmp_path / "m.gguf", random_model(tiny_config()), tok, "gguf")
     llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
     for text in TEXTS:
         assert llm.tokenize(text.encode(), add_bos=True, special=True) == tok.encode(text)
+
+
+def test_bad_tokenizer_files_are_user_errors(llama3_files, tmp_path):
+    with pytest.raises(UserError, match="holds no tokenizer.model or tokenizer.json"):
+        load_tokenizer(tmp_path)
+    (tmp_path / "tokenizer.json").write_text('{"model": {"type": "nothing"}}')
+    with pytest.raises(UserError, match="not a tokenizer.json that tokenizers can load"):
+        load_tokenizer(tmp_path)
+    lines = (llama3_files["tiktoken"]).read_bytes().splitlines()
+    (tmp_path / "tokenizer.model").write_bytes(b"\n".join([*lines[:5], b"not-base64! 5"]))
+    with pytest.raises(UserError, match="neither a SentencePiece model nor a tiktoken rank file"):
+        load_tokenizer(tmp_path / "tokenizer.model")
+    shutil.copy(llama3_files["json"] / "tokenizer.json", tmp_path / "tokenizer.json")
+    with pytest.raises(UserError, match="no bos_token in its tokenizer_config.json"):
+        load_tokenizer(tmp_path / "tokenizer.json")  # no tokenizer_config.json beside it
