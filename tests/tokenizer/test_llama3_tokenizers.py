@@ -149,3 +149,13 @@ def test_bad_tokenizer_files_are_user_errors(llama3_files, tmp_path):
     shutil.copy(llama3_files["json"] / "tokenizer.json", tmp_path / "tokenizer.json")
     with pytest.raises(UserError, match="no bos_token in its tokenizer_config.json"):
         load_tokenizer(tmp_path / "tokenizer.json")  # no tokenizer_config.json beside it
+
+
+def test_token_shards_say_they_need_a_sentencepiece_model(llama3_files, tmp_path):
+    from llamafoundry.data.shards import build_shards
+
+    text = tmp_path / "book.txt"
+    text.write_text("Some text to tokenize.\n")
+    with pytest.raises(UserError, match="is a tiktoken tokenizer; token shards are built with a SentencePiece"):
+        build_shards({"books": [text]}, llama3_files["tiktoken"], tmp_path / "tokens")
+    assert not (tmp_path / "tokens").exists()
