@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from llamafoundry.checkpoint.hf import save_hf
-from llamafoundry.inference.chat import ChatTemplate, end_of_turn, load_chat_template, render_chat
+from llamafoundry.inference.chat import (
+    ChatTemplate,
+    end_of_turn,
+    load_chat_template,
+    render_chat,
+    render_reply,
+)
 from llamafoundry.inference.generate import Generator
 from llamafoundry.inference.sampling import SamplingParams
 from llamafoundry.tokenizer import load_tokenizer
@@ -94,6 +100,13 @@ def test_generation_stops_at_the_templates_end_of_turn(llama3_files, tmp_path):
     assert (done.finish_reason, done.tokens) == ("stop", [])
     # generation_config.json's list (Llama 3 Instruct's end of text and end of turn) stops it too.
     assert Generator(model, load_tokenizer(llama3_files["json"])).generate([prompt], params)[0].tokens == []
+
+
+def test_a_finetuned_reply_ends_at_the_templates_end_of_turn(llama3_files):
+    """Training examples end as generation does: at <|eot_id|>, with no EOS after it."""
+    tok = load_tokenizer(llama3_files["json"])
+    prompt, reply = render_reply(MESSAGES[:2], "Hello! 😀", ChatTemplate(LLAMA3_TEMPLATE, stop=()), tok)
+    assert reply[-1] == VOCAB + 9 and tok.decode(reply) == "Hello! 😀<|eot_id|>"
 
 
 def test_generate_chat_prints_the_reply_to_the_rendered_prompt(hf_folder, cli):

@@ -156,6 +156,8 @@ def test_token_shards_say_they_need_a_sentencepiece_model(llama3_files, tmp_path
 
     text = tmp_path / "book.txt"
     text.write_text("Some text to tokenize.\n")
-    with pytest.raises(UserError, match="is a tiktoken tokenizer; token shards are built with a SentencePiece"):
+    with pytest.raises(
+        UserError, match="is a tiktoken tokenizer; token shards are built with a SentencePiece"
+    ):
         build_shards({"books": [text]}, llama3_files["tiktoken"], tmp_path / "tokens")
     assert not (tmp_path / "tokens").exists()

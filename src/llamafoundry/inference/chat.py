@@ -73,7 +73,8 @@ def render_reply(
     history: Sequence[dict], reply: str, template: ChatTemplate, tokenizer: Tokenizer
 ) -> tuple[list[int], list[int]]:
     """(prompt ids, reply ids) of a training example: the prompt `render_chat` gives after `history`,
-    then `reply` as the template writes the assistant's turn, ending with EOS (the model learns to stop).
+    then `reply` as the template writes the assistant's turn, ending with EOS or the template's own
+    end-of-turn token (Llama 3's <|eot_id|>, where generation stops too): the model learns to stop.
 
     A Jinja template renders the conversation with the reply (no generation prompt); that text must
     begin with the prompt's text, and its tokens with the prompt's tokens, or the template is refused.
@@ -83,7 +84,8 @@ def render_reply(
         ids = tokenizer.encode(reply.strip(), bos=False)
     else:
         ids = _jinja_reply(template.jinja, history, reply, prompt, tokenizer)
-    return prompt, ids if ids[-1:] == [tokenizer.eos_id] else ids + [tokenizer.eos_id]
+    ends = {tokenizer.eos_id, *end_of_turn(template, tokenizer)}
+    return prompt, ids if ids and ids[-1] in ends else ids + [tokenizer.eos_id]
 
 
 def _jinja_reply(
