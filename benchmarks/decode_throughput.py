@@ -40,7 +40,7 @@ from llamafoundry.inference.perplexity import perplexity
 from llamafoundry.inference.quantize import QuantConfig, quantize_model, weight_bytes
 from llamafoundry.inference.sampling import SamplingParams
 from llamafoundry.model import Transformer
-from llamafoundry.tokenizer import Tokenizer
+from llamafoundry.tokenizer import Tokenizer, load_tokenizer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -295,7 +295,7 @@ def runners_llama_cpp(
 def _tokenizer_for(vocab: int) -> Tokenizer:
     """Meta's tokenizer when the vocabulary is its 32000, else one trained to the size (GGUF needs a vocab)."""
     if vocab == 32000 and (SHARED / "models/llama_tokenizer/tokenizer.model").is_file():
-        return Tokenizer(SHARED / "models/llama_tokenizer/tokenizer.model")
+        return load_tokenizer(SHARED / "models/llama_tokenizer/tokenizer.model")
     from llamafoundry.tokenizer import train_tokenizer
 
     out = Path(tempfile.mkdtemp()) / "tokenizer.model"

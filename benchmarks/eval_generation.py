@@ -35,9 +35,9 @@ def build_lm(dim: int, layers: int, heads: int, **options):
     from llamafoundry.config import ModelConfig
     from llamafoundry.eval.lm import LlamaFoundryLM
     from llamafoundry.model import Transformer
-    from llamafoundry.tokenizer import Tokenizer
+    from llamafoundry.tokenizer import load_tokenizer
 
-    tokenizer = Tokenizer(SHARED / "models/llama_tokenizer/tokenizer.model")
+    tokenizer = load_tokenizer(SHARED / "models/llama_tokenizer/tokenizer.model")
     cfg = ModelConfig(
         dim=dim, n_layers=layers, n_heads=heads, vocab_size=32000, multiple_of=64, max_seq_len=512
     )

@@ -75,14 +75,14 @@ def check_decode() -> None:
 
 
 def tokenizer_and_texts(work: Path):
-    from llamafoundry.tokenizer import Tokenizer, train_tokenizer
+    from llamafoundry.tokenizer import load_tokenizer, train_tokenizer
 
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(p for p in stdlib.glob("*.py") if p.stat().st_size > 4000)[:200]
     text = work / "corpus.txt"
     text.write_text("\n".join(p.read_text(errors="replace") for p in files))
     train_tokenizer([text], work / "tokenizer.model", vocab_size=4000)
-    return Tokenizer(work / "tokenizer.model"), files
+    return load_tokenizer(work / "tokenizer.model"), files
 
 
 def check_eval_generation(tokenizer) -> None:

@@ -68,11 +68,11 @@ def make_model(
     from llamafoundry.checkpoint import save_model
     from llamafoundry.config import ModelConfig
     from llamafoundry.model import Transformer
-    from llamafoundry.tokenizer import Tokenizer
+    from llamafoundry.tokenizer import load_tokenizer
 
     torch.manual_seed(0)
     cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, vocab_size=32000, multiple_of=32, max_seq_len=256)
-    tokenizer = Tokenizer(tokenizer_file)
+    tokenizer = load_tokenizer(tokenizer_file)
     return save_model(folder, Transformer(cfg).eval(), tokenizer)
 
 

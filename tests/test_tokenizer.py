@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llamafoundry.errors import UserError
-from llamafoundry.tokenizer import LLAMA_TRAINER_OPTIONS, Tokenizer, train_tokenizer
+from llamafoundry.tokenizer import LLAMA_TRAINER_OPTIONS, Tokenizer, load_tokenizer, train_tokenizer
 
 SAMPLE = [
     "Hello world",
@@ -55,7 +55,7 @@ def trained() -> Tokenizer:
 
 
 def test_metas_tokenizer_gives_the_reference_ids(meta_tokenizer_path):
-    ours = Tokenizer(meta_tokenizer_path)
+    ours = load_tokenizer(meta_tokenizer_path)
     reference = MetaReferenceTokenizer(str(meta_tokenizer_path))
     assert (ours.vocab_size, ours.bos_id, ours.eos_id, ours.pad_id, ours.unk_id) == (32000, 1, 2, -1, 0)
     for text in SAMPLE:
@@ -75,7 +75,7 @@ def test_our_hf_export_of_metas_tokenizer_gives_the_same_ids(meta_tokenizer_path
     from llamafoundry.config import ModelConfig
     from tests.helpers import random_model
 
-    tok = Tokenizer(meta_tokenizer_path)
+    tok = load_tokenizer(meta_tokenizer_path)
     model = random_model(ModelConfig(dim=32, n_layers=1, n_heads=2, vocab_size=32000, multiple_of=32))
     export(tmp_path / "hf", model, tok, format="hf")
     hf_tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
@@ -122,11 +122,11 @@ def test_any_unicode_string_round_trips(text):
 
 def test_missing_and_invalid_tokenizer_files_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
-        Tokenizer(tmp_path / "nope.model")
+        load_tokenizer(tmp_path / "nope.model")
     bad = tmp_path / "bad.model"
     bad.write_bytes(b"not a sentencepiece model")
     with pytest.raises(UserError, match="not a valid SentencePiece model"):
-        Tokenizer(bad)
+        load_tokenizer(bad)
 
 
 def test_training_failure_leaves_no_file(tmp_path):

@@ -119,11 +119,11 @@ def build_tokenizer(opts: QuickstartOptions, corpus: Path) -> Path:
 
 def build_tokens(opts: QuickstartOptions, corpus: Path, tokenizer: Path) -> Path:
     from llamafoundry.data.shards import build_shards, group_inputs, read_manifest
-    from llamafoundry.tokenizer import Tokenizer
+    from llamafoundry.tokenizer import load_tokenizer
 
     folder = opts.out / "tokens"
     _stage("3/5 tokens: documents -> token shards with a held-out validation split")
-    sha = hashlib.sha256(Tokenizer(tokenizer).serialized()).hexdigest()
+    sha = hashlib.sha256(load_tokenizer(tokenizer).serialized()).hexdigest()
     if (folder / "manifest.json").is_file() and read_manifest(folder)["tokenizer_sha256"] == sha:
         print(f"  reusing {folder}")
     else:

@@ -5,14 +5,14 @@ import torch
 
 from llamafoundry.checkpoint import detect_format, load_model, save_model
 from llamafoundry.errors import UserError
-from llamafoundry.tokenizer import Tokenizer
+from llamafoundry.tokenizer import load_tokenizer
 from tests.helpers import GQA, random_model
 
 
 def test_native_folder_round_trips_weights_config_and_tokenizer(tmp_path, shared_data):
     cfg = GQA.replace(vocab_size=32000)
     model = random_model(cfg)
-    tok = Tokenizer(shared_data / "models" / "llama_tokenizer" / "tokenizer.model")
+    tok = load_tokenizer(shared_data / "models" / "llama_tokenizer" / "tokenizer.model")
     with pytest.raises(UserError, match="tokenizer has 32000 tokens but the model's vocabulary only 96"):
         save_model(tmp_path / "small", random_model(GQA), tok)
     save_model(tmp_path / "m", model, tok)

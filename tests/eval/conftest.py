@@ -14,7 +14,7 @@ from llamafoundry.eval.lm import LM
 from llamafoundry.inference.detokenize import find_stop
 from llamafoundry.inference.sampling import SamplingParams
 from llamafoundry.model import Transformer
-from llamafoundry.tokenizer import Tokenizer
+from llamafoundry.tokenizer import Tokenizer, load_tokenizer
 
 
 class ScriptedLM(LM):
@@ -52,7 +52,7 @@ def scripted() -> type[ScriptedLM]:
 
 @pytest.fixture(scope="session")
 def llama_tokenizer(shared_data: Path) -> Tokenizer:
-    return Tokenizer(shared_data / "models/llama_tokenizer/tokenizer.model")
+    return load_tokenizer(shared_data / "models/llama_tokenizer/tokenizer.model")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import torch
 from llamafoundry.checkpoint import load_model, save_model
 from llamafoundry.config import ModelConfig
 from llamafoundry.model import Transformer
-from llamafoundry.tokenizer import Tokenizer, train_tokenizer
+from llamafoundry.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +49,7 @@ def stories_folder(stories_path: Path, tok512: Tokenizer, tmp_path_factory: pyte
 
 @pytest.fixture(scope="session")
 def meta_tokenizer(shared_data: Path) -> Tokenizer:
-    return Tokenizer(shared_data / "models" / "llama_tokenizer" / "tokenizer.model")
+    return load_tokenizer(shared_data / "models" / "llama_tokenizer" / "tokenizer.model")
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from llamafoundry.data.sources.wikipedia import WikipediaReader
 from llamafoundry.data.textio import read_shard
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
-from llamafoundry.tokenizer import Tokenizer, train_tokenizer
+from llamafoundry.tokenizer import load_tokenizer, train_tokenizer
 from llamafoundry.train.recipe import load_run_recipe, validate
 from tests.conftest import REPO
 from tests.helpers import write_llama2c
@@ -315,7 +315,7 @@ def test_tokenizer_model_files(models: dict, tmp_path: Path) -> None:
     valid = models["tokenizer"].read_bytes()
 
     def use(data: bytes) -> None:
-        tok = Tokenizer(_replaced(path, data))
+        tok = load_tokenizer(_replaced(path, data))
         tok.decode(tok.encode("To be, or not to be: 1234 é 😀", eos=True))
 
     @FUZZ

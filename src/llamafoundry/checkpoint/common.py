@@ -11,10 +11,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from llamafoundry import fileio
 from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
-from llamafoundry.tokenizer import Tokenizer
+from llamafoundry.tokenizer import Tokenizer, find_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -119,8 +120,19 @@ def build_model(
 
 
 def load_tokenizer_if_present(folder: Path) -> Tokenizer | None:
-    path = folder / "tokenizer.model"
-    return Tokenizer(path) if path.is_file() else None
+    """The folder's tokenizer of any kind, with its chat template (`find_tokenizer`), or None."""
+    return find_tokenizer(folder)
+
+
+def write_tokenizer(folder: Path, tokenizer: Tokenizer, fmt: str, max_seq_len: int) -> None:
+    """Write `tokenizer` (and its chat template) into `folder` as a folder of `fmt` holds it."""
+    from llamafoundry.checkpoint.tokenizer_files import tokenizer_files
+
+    for name, content in tokenizer_files(tokenizer, fmt, max_seq_len).items():
+        if isinstance(content, bytes):
+            fileio.write_bytes(folder / name, content)
+        else:
+            fileio.write_json(folder / name, content)
 
 
 def _few(names: list[str], limit: int = 4) -> str:

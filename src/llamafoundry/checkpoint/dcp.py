@@ -24,7 +24,7 @@ from llamafoundry.checkpoint.common import build_model, merge_adapters
 from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
-from llamafoundry.tokenizer import Tokenizer
+from llamafoundry.tokenizer import Tokenizer, load_tokenizer
 
 STATE_FILE = "trainer_state.json"
 MANIFEST = "manifest.json"
@@ -117,7 +117,7 @@ def _run_tokenizer(folder: Path, state: dict) -> Tokenizer | None:
     if isinstance(tokens, str) and tokens:
         candidates.append(Path(tokens) / TOKENIZER)
     found = next((p for p in candidates if p.is_file()), None)
-    return Tokenizer(found) if found is not None else None
+    return load_tokenizer(found) if found is not None else None
 
 
 # ---- the manifest: what makes a checkpoint folder safe to hand to DCP ------------------------------

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ import torch
 from llamafoundry import fileio
 from llamafoundry.checkpoint.common import is_gguf_file, parse_dtype
 from llamafoundry.checkpoint.dcp import is_checkpoint, load_checkpoint_model
-from llamafoundry.checkpoint.hf import is_hf, load_hf, save_hf, tokenizer_files
+from llamafoundry.checkpoint.hf import is_hf, load_hf, save_hf
 from llamafoundry.checkpoint.hub import resolve
 from llamafoundry.checkpoint.llama2c import is_llama2c, load_llama2c
 from llamafoundry.checkpoint.meta import is_meta, load_meta, save_meta
@@ -20,7 +21,7 @@ from llamafoundry.checkpoint.native import is_native, is_unmarked_native, load_n
 from llamafoundry.config import PRESETS, ModelConfig, get_preset
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
-from llamafoundry.tokenizer import Tokenizer
+from llamafoundry.tokenizer import Tokenizer, load_tokenizer
 
 if TYPE_CHECKING:  # quantization lives with inference; it is imported only when a model is quantized
     from llamafoundry.inference.quantize import QuantConfig
@@ -75,7 +76,7 @@ def load_model(
     (quantized native folders included), a Hugging Face hub id (`org/name`, from the cache first), or
     a randomly initialised model from a preset name (seeded).
 
-    `tokenizer` (a tokenizer.model path, or a Tokenizer) replaces or supplies the folder's; `quantize`
+    `tokenizer` (a tokenizer file or folder, or a Tokenizer) replaces or supplies the folder's; `quantize`
     ('int8', 'int4' or a QuantConfig) quantizes a floating-point model after loading; `max_seq_len`
     sets the context where the source lacks it or should be cut.
     """
@@ -86,7 +87,7 @@ def load_model(
     else:
         model, tok, cfg = _from_path(resolve(name), torch_dtype, max_seq_len)
     if tokenizer is not None:
-        tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
+        tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
         _check_vocab(tok, cfg, "pass the tokenizer the model was trained with")
     if quantize is not None:
         model = _quantize(model, quantize, name)
@@ -143,18 +144,18 @@ def save_model(
     overwrite: bool = False,
     chat_template: str | None = None,
 ) -> Path:
-    """Write our native folder (config.json, model.safetensors, tokenizer.model); a quantized model
-    keeps its quantization. A `chat_template` (Jinja) adds Hugging Face's tokenizer files with it in
-    tokenizer_config.json, where `load_chat_template` and transformers' AutoTokenizer read it. An
-    existing folder is replaced only with `overwrite`, and only ours."""
+    """Write our native folder (config.json, model.safetensors, the tokenizer's files); a quantized model
+    keeps its quantization. A `chat_template` (Jinja) replaces the tokenizer's and goes with it into
+    tokenizer_config.json (with Hugging Face's tokenizer files), where `load_chat_template` and
+    transformers' AutoTokenizer read it. An existing folder is replaced only with `overwrite`, and
+    only ours."""
     _check_vocab(tokenizer, model.cfg, "pass the tokenizer the model was trained with")
-    extra = None
     if chat_template is not None:
         if tokenizer is None:
             raise UserError("a chat template is saved with its tokenizer; pass the tokenizer")
-        extra = tokenizer_files(tokenizer, model.cfg.max_seq_len)
-        extra["tokenizer_config.json"]["chat_template"] = chat_template
-    return save_native(folder, model, tokenizer, parse_dtype(dtype), overwrite=overwrite, extra_json=extra)
+        tokenizer = copy.copy(tokenizer)  # the caller's tokenizer keeps its own template
+        tokenizer.chat_template = chat_template
+    return save_native(folder, model, tokenizer, parse_dtype(dtype), overwrite=overwrite)
 
 
 def export(

@@ -1,4 +1,5 @@
-"""llama.cpp's GGUF file: the model's hyperparameters, its SentencePiece vocabulary and its tensors.
+"""llama.cpp's GGUF file: the model's hyperparameters, its vocabulary (SentencePiece, or Llama 3's byte-level
+BPE), its chat template and its tensors.
 
 Written with the `gguf` package (llama.cpp's own writer), following llama.cpp's `convert_hf_to_gguf.py`
 for the LLaMA architecture: llama.cpp rotates adjacent channel pairs as Meta's code does, so our wq/wk
@@ -9,6 +10,7 @@ a tensor whose rows are not whole 32-value blocks, again as the converter does).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from llamafoundry.checkpoint.common import is_gguf_file
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
+from llamafoundry.tokenizer.bytelevel import llama3_pre_tokenizer
 
 # Our (Meta's) tensor names -> llama.cpp's; inside blocks, "layers.N.x" -> "blk.N.y".
 _TOP = {
@@ -80,7 +83,7 @@ def save_gguf(
     key = parse_gguf_type(dtype)
     if tokenizer is None:
         raise UserError(
-            "GGUF files carry the tokenizer and this model has none; pass --tokenizer tokenizer.model"
+            "GGUF files carry the tokenizer and this model has none; pass --tokenizer with its tokenizer file"
         )
     cfg = model.cfg
     if tokenizer.vocab_size != cfg.vocab_size:
@@ -124,6 +127,55 @@ def _write_hparams(
 
 
 def _write_vocab(writer: gguf.GGUFWriter, tokenizer: Tokenizer) -> None:
+    """The vocabulary as llama.cpp's tokenizer of its kind reads it, its special ids and chat template."""
+    if tokenizer.kind == "sentencepiece":
+        _write_sentencepiece(writer, tokenizer)
+    else:
+        _write_bpe(writer, tokenizer)
+    for kind, token_id in (
+        ("bos", tokenizer.bos_id),
+        ("eos", tokenizer.eos_id),
+        ("unk", tokenizer.unk_id),
+        ("pad", tokenizer.pad_id),
+    ):
+        if token_id >= 0:
+            getattr(writer, f"add_{kind}_token_id")(token_id)
+    writer.add_add_bos_token(True)  # as our Tokenizer.encode and Meta's reference do
+    writer.add_add_eos_token(False)
+    if tokenizer.chat_template is not None:
+        writer.add_chat_template(tokenizer.chat_template)
+
+
+def _write_bpe(writer: gguf.GGUFWriter, tokenizer: Tokenizer) -> None:
+    """A byte-level BPE as llama.cpp's 'gpt2' tokenizer reads it: byte-level tokens, merges, and the
+    pre-tokenizer by llama.cpp's name for it ('llama-bpe': Llama 3's regex, the only one we write)."""
+    content = tokenizer.to_json()
+    if json.dumps(content.get("pre_tokenizer"), sort_keys=True) != json.dumps(
+        llama3_pre_tokenizer(), sort_keys=True
+    ):
+        raise UserError(
+            "GGUF export writes byte-level BPE tokenizers with Llama 3's pre-tokenizer only; this "
+            "tokenizer.json has another: export to hf or native"
+        )
+    special = tokenizer.special_tokens.values()
+    added = {t["id"] for t in content.get("added_tokens", [])}
+    types = [
+        gguf.TokenType.CONTROL
+        if i in special
+        else gguf.TokenType.USER_DEFINED
+        if i in added
+        else gguf.TokenType.NORMAL
+        for i in range(tokenizer.vocab_size)
+    ]
+    merges = content["model"]["merges"]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("llama-bpe")
+    writer.add_token_list([tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)])
+    writer.add_token_types(types)
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+
+
+def _write_sentencepiece(writer: gguf.GGUFWriter, tokenizer: Tokenizer) -> None:
     """The SentencePiece vocabulary as llama.cpp's 'llama' tokenizer reads it (pieces, scores, types)."""
     sp = tokenizer.sp
     tokens, scores, types = [], [], []
@@ -145,16 +197,6 @@ def _write_vocab(writer: gguf.GGUFWriter, tokenizer: Tokenizer) -> None:
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
     writer.add_token_types(types)
-    for kind, token_id in (
-        ("bos", tokenizer.bos_id),
-        ("eos", tokenizer.eos_id),
-        ("unk", tokenizer.unk_id),
-        ("pad", tokenizer.pad_id),
-    ):
-        if token_id >= 0:
-            getattr(writer, f"add_{kind}_token_id")(token_id)
-    writer.add_add_bos_token(True)  # as our Tokenizer.encode and Meta's reference do
-    writer.add_add_eos_token(False)
 
 
 def _encode(tensor: torch.Tensor, matrix_type: Q) -> tuple[Q, np.ndarray]:

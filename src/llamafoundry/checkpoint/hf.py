@@ -19,9 +19,10 @@ from llamafoundry.checkpoint.common import (
     read_json,
     read_safetensors,
     read_torch,
+    write_tokenizer,
 )
-from llamafoundry.checkpoint.hf_tokenizer import tokenizer_json
 from llamafoundry.checkpoint.native import is_unmarked_native
+from llamafoundry.checkpoint.tokenizer_files import generation_config
 from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
@@ -201,32 +202,6 @@ def hf_config(cfg: ModelConfig, dtype: torch.dtype, tokenizer: Tokenizer | None)
     }
 
 
-def tokenizer_files(tokenizer: Tokenizer, max_seq_len: int) -> dict[str, dict]:
-    """tokenizer.json (exact SentencePiece behaviour, see hf_tokenizer.py) and its configs.
-
-    The class is the generic `PreTrainedTokenizerFast`: transformers' `LlamaTokenizer` would rebuild the
-    pipeline from the vocabulary and lose SentencePiece's whitespace handling.
-    """
-    special = {
-        "bos_token": tokenizer.id_to_piece(tokenizer.bos_id),
-        "eos_token": tokenizer.id_to_piece(tokenizer.eos_id),
-        "unk_token": tokenizer.id_to_piece(tokenizer.unk_id),
-    }
-    config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "add_bos_token": True,
-        "add_eos_token": False,
-        "model_max_length": max_seq_len,
-        "clean_up_tokenization_spaces": False,
-        **special,
-    }
-    return {
-        "tokenizer.json": tokenizer_json(tokenizer),
-        "tokenizer_config.json": config,
-        "special_tokens_map.json": special,
-    }
-
-
 def save_hf(
     folder: str | Path,
     model: Transformer,
@@ -258,15 +233,10 @@ def save_hf(
             total = sum(t.numel() * t.element_size() for t in hf_state.values())
             fileio.write_json(tmp / INDEX, {"metadata": {"total_size": total}, "weight_map": weight_map})
         fileio.write_json(tmp / "config.json", hf_config(cfg, out_dtype, tokenizer))
-        generation = {
-            "bos_token_id": tokenizer.bos_id if tokenizer else 1,
-            "eos_token_id": tokenizer.eos_id if tokenizer else 2,
-        }
+        generation = generation_config(tokenizer) if tokenizer else {"bos_token_id": 1, "eos_token_id": 2}
         fileio.write_json(tmp / "generation_config.json", generation)
         if tokenizer is not None:
-            fileio.write_bytes(tmp / "tokenizer.model", tokenizer.serialized())
-            for name, content in tokenizer_files(tokenizer, cfg.max_seq_len).items():
-                fileio.write_json(tmp / name, content)
+            write_tokenizer(tmp, tokenizer, "hf", cfg.max_seq_len)
     return folder
 
 

@@ -14,7 +14,13 @@ from pathlib import Path
 import torch
 
 from llamafoundry import fileio
-from llamafoundry.checkpoint.common import build_model, load_tokenizer_if_present, read_json, read_torch
+from llamafoundry.checkpoint.common import (
+    build_model,
+    load_tokenizer_if_present,
+    read_json,
+    read_torch,
+    write_tokenizer,
+)
 from llamafoundry.checkpoint.native import is_unmarked_native
 from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
@@ -179,5 +185,5 @@ def save_meta(
             torch.save(shard, tmp / f"consolidated.{rank:02d}.pth")
         fileio.write_json(tmp / PARAMS, params_from_config(model.cfg))
         if tokenizer is not None:
-            fileio.write_bytes(tmp / "tokenizer.model", tokenizer.serialized())
+            write_tokenizer(tmp, tokenizer, "meta", model.cfg.max_seq_len)
     return folder

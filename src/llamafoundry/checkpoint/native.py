@@ -15,7 +15,13 @@ import torch
 from safetensors.torch import save_file
 
 from llamafoundry import __version__, fileio
-from llamafoundry.checkpoint.common import build_model, load_tokenizer_if_present, read_json, read_safetensors
+from llamafoundry.checkpoint.common import (
+    build_model,
+    load_tokenizer_if_present,
+    read_json,
+    read_safetensors,
+    write_tokenizer,
+)
 from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
@@ -46,13 +52,12 @@ def save_native(
     dtype: torch.dtype | None = None,
     *,
     overwrite: bool = False,
-    extra_json: dict[str, dict] | None = None,
 ) -> Path:
     """Write `model` (and its tokenizer) as a native folder, atomically: all of it or nothing.
 
     `dtype` converts the floating-point tensors; a quantized model's integer weights stay as they are.
-    `extra_json` adds JSON files by name (a chat template's tokenizer files). An existing folder is
-    replaced only with `overwrite`, and only an output of ours (`fileio.check_output`).
+    The tokenizer is written in its own files, with its chat template (`tokenizer_files`). An existing
+    folder is replaced only with `overwrite`, and only an output of ours (`fileio.check_output`).
     """
     folder = Path(folder)
     state = {name: _stored(t, dtype) for name, t in model.state_dict().items()}
@@ -68,9 +73,7 @@ def save_native(
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
         fileio.write_json(tmp / CONFIG, meta)
         if tokenizer is not None:
-            fileio.write_bytes(tmp / TOKENIZER, tokenizer.serialized())
-        for name, content in (extra_json or {}).items():
-            fileio.write_json(tmp / name, content)
+            write_tokenizer(tmp, tokenizer, "native", model.cfg.max_seq_len)
     return folder
 
 

@@ -1,10 +1,13 @@
-"""Inference commands: `generate` (one prompt, or interactive from stdin), `serve`, `quantize`."""
+"""Inference commands: `generate` (one prompt, or interactive from stdin; `--chat` through the model's
+chat template), `serve`, `quantize`."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from llamafoundry.cli.options import (
@@ -34,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL's penalty, e.g. 1.1 (1: off)")
     p.add_argument("--stop", action="append", default=[], help="stop before this string (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    p.add_argument(
+        "--chat",
+        action="store_true",
+        help="the prompt is a user message, rendered with the model's chat template; no prompt: a chat "
+        "on stdin that keeps the history",
+    )
+    _chat_template_option(p)
     _model_options(p)
     p.set_defaults(func=cmd_generate)
 
@@ -65,12 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score completions with a toxicity scorer (profanity, hf:FOLDER, perspective) and withhold "
         "those at the threshold (default 0.5): finish_reason content_filter; off by default",
     )
-    p.add_argument(
-        "--chat-template",
-        type=Path,
-        default=None,
-        help="a Jinja chat template file (default: the model folder's, else a plain transcript)",
-    )
+    _chat_template_option(p)
     _model_options(p)
     p.set_defaults(func=cmd_serve)
 
@@ -98,6 +103,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_quantize)
 
 
+def _chat_template_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--chat-template",
+        type=Path,
+        default=None,
+        help="a Jinja chat template file (default: the model folder's, else a plain transcript)",
+    )
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     add_load_options(p)
     p.add_argument(
@@ -121,21 +135,45 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _generator(args: argparse.Namespace):
+    """(Generator, chat template) of the command's model: the generator also stops at the end-of-turn
+    token of the template (Llama 3's <|eot_id|>)."""
     import torch
 
+    from llamafoundry.inference.chat import end_of_turn
     from llamafoundry.inference.generate import Generator
 
-    model, tokenizer, _ = load(args)
     if args.max_seq_len is not None and args.max_seq_len < 2:
         raise UserError(f"--max-seq-len must be at least 2, got {args.max_seq_len}")
-    return Generator(
+    model, tokenizer, _ = load(args)
+    template = _chat_template(args, tokenizer)
+    generator = Generator(
         model,
         tokenizer,
         max_seq_len=args.max_seq_len,
         compile=args.compile or args.compile_mode != "default",
         compile_mode=None if args.compile_mode == "default" else args.compile_mode,
         kv_cache_dtype=getattr(torch, args.kv_cache_dtype) if args.kv_cache_dtype else None,
+        stop_ids=end_of_turn(template, tokenizer) if tokenizer is not None else (),
     )
+    return generator, template
+
+
+def _chat_template(args: argparse.Namespace, tokenizer):
+    """--chat-template's file, else the model folder's template, else the tokenizer's (a --tokenizer
+    folder's), else the plain transcript."""
+    from llamafoundry.checkpoint.hub import resolve
+    from llamafoundry.inference.chat import ChatTemplate, load_chat_template
+
+    if args.chat_template is not None:
+        if not args.chat_template.is_file():
+            raise UserError(f"chat template {args.chat_template} not found; give a Jinja template file")
+        return ChatTemplate(jinja=args.chat_template.read_text(encoding="utf-8"), stop=())
+    folder = resolve(args.model)  # a hub id's cached snapshot
+    if folder.is_dir() and load_chat_template(folder).jinja is not None:
+        return load_chat_template(folder)
+    if tokenizer is not None and tokenizer.chat_template is not None:
+        return ChatTemplate(jinja=tokenizer.chat_template, stop=())
+    return ChatTemplate()
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -150,34 +188,67 @@ def cmd_generate(args: argparse.Namespace) -> None:
         stop=tuple(args.stop),
         seed=args.seed,
     )
-    generator = _generator(args)
+    generator, template = _generator(args)
     if generator.tokenizer is None:
         raise UserError(
             f"{args.model} has no tokenizer, so prompts cannot be encoded; "
-            "pass --tokenizer PATH/tokenizer.model"
+            "pass --tokenizer PATH to its tokenizer.model or tokenizer.json"
         )
+    if args.chat:
+        _chat(
+            generator,
+            template,
+            args.prompt,
+            dataclasses.replace(params, stop=params.stop + template.stop),
+            args.stream,
+        )
+        return
     if args.prompt is not None:
         _complete(generator, args.prompt, params, args.stream, echo=True)
         return
+    for prompt in _stdin_lines("Enter a prompt per line; Ctrl-D ends."):
+        try:
+            _complete(generator, prompt, params, args.stream, echo=False)
+        except UserError as exc:  # one bad prompt does not end the session
+            print(f"llamafoundry generate: error: {exc}", file=sys.stderr)
+
+
+def _stdin_lines(hint: str) -> Iterator[str]:
+    """The non-blank lines of stdin, with a prompt on the terminal when it is one."""
     interactive = sys.stdin.isatty()
     if hasattr(sys.stdin, "reconfigure"):
         # Bytes that are not UTF-8 reach the tokenizer as surrogates, which reports that one prompt.
         sys.stdin.reconfigure(errors="surrogateescape")
     if interactive:
-        print("Enter a prompt per line; Ctrl-D ends.", file=sys.stderr)
+        print(hint, file=sys.stderr)
     while True:
         if interactive:
             print("> ", end="", file=sys.stderr, flush=True)
         line = sys.stdin.readline()
         if not line:
             return
-        prompt = line.rstrip("\n")
-        if not prompt.strip():
-            continue
+        if line.strip():
+            yield line.rstrip("\n")
+
+
+def _chat(generator, template, prompt: str | None, params, stream: bool) -> None:
+    """One reply to `prompt` as a user message; no prompt: a chat on stdin, each reply rendered after
+    the whole conversation so far."""
+    from llamafoundry.inference.chat import render_chat
+
+    history: list[dict] = []
+    for line in [prompt] if prompt is not None else _stdin_lines("Chat: a message per line; Ctrl-D ends."):
+        messages = [*history, {"role": "user", "content": line}]
         try:
-            _complete(generator, prompt, params, args.stream, echo=False)
-        except UserError as exc:  # one bad prompt does not end the session
-            print(f"llamafoundry generate: error: {exc}", file=sys.stderr)
+            ids = render_chat(messages, template, generator.tokenizer)
+            generator.check_prompt(ids)
+        except UserError as exc:
+            if prompt is not None:
+                raise
+            print(f"llamafoundry generate: error: {exc}", file=sys.stderr)  # the chat goes on
+            continue
+        reply = _print_completion(generator, ids, params, stream)
+        history = [*messages, {"role": "assistant", "content": reply}]
 
 
 def _complete(generator, prompt: str, params, stream: bool, echo: bool) -> None:
@@ -186,13 +257,23 @@ def _complete(generator, prompt: str, params, stream: bool, echo: bool) -> None:
     generator.check_prompt(ids)  # before anything is printed
     if echo:
         print(prompt, end="", flush=True)
+    _print_completion(generator, ids, params, stream)
+
+
+def _print_completion(generator, ids: list[int], params, stream: bool) -> str:
+    """Print the completion of `ids` and a newline; return its text."""
     if stream:
+        parts = []
         for events in generator.stream([ids], params):
             for event in events:
                 print(event.text, end="", flush=True)
+                parts.append(event.text)
+        text = "".join(parts)
     else:
-        print(generator.generate([ids], params)[0].text, end="")
+        text = generator.generate([ids], params)[0].text
+        print(text, end="")
     print(flush=True)
+    return text
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -202,8 +283,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         from llamafoundry.inference.server import Moderation, Server, ServerLimits, check_api_key, create_app
     except ImportError:
         raise UserError("serving needs FastAPI and uvicorn: pip install 'llamafoundry[serve]'") from None
-    from llamafoundry.checkpoint.hub import is_hub_id, resolve
-    from llamafoundry.inference.chat import ChatTemplate, load_chat_template
+    from llamafoundry.checkpoint.hub import is_hub_id
 
     check_api_key(args.api_key)  # before the model loads
     moderation = Moderation.parse(args.moderation) if args.moderation else None
@@ -213,14 +293,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not 1 <= args.port <= 65535:  # 0 would listen on a port the printed address does not name
         raise UserError(f"--port must be 1 to 65535, got {args.port}")
-    generator = _generator(args)
-    if args.chat_template is not None:
-        if not args.chat_template.is_file():
-            raise UserError(f"chat template {args.chat_template} not found; give a Jinja template file")
-        template = ChatTemplate(jinja=args.chat_template.read_text(encoding="utf-8"), stop=())
-    else:
-        folder = resolve(args.model)
-        template = load_chat_template(folder) if folder.is_dir() else ChatTemplate()
+    generator, template = _generator(args)
     limits = ServerLimits(
         max_tokens=args.max_tokens_limit,
         max_concurrent=args.max_concurrent,

@@ -105,7 +105,12 @@ def add_load_options(
     """The options of every command that loads a model."""
     p.add_argument("--device", default=None, help=device_help)
     p.add_argument("--dtype", default=None, help=dtype_help)
-    p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.model, if the folder lacks one")
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="tokenizer.model or tokenizer.json (or a folder of one), if the model lacks one",
+    )
     if quantize:
         p.add_argument(
             "--quantize", choices=("int8", "int4"), default=None, help="quantize the weights on load"

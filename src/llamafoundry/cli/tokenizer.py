@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("encode", help="show the tokens of a text")
-    p.add_argument("tokenizer", type=Path, help="tokenizer.model")
+    p.add_argument("tokenizer", type=Path, help="tokenizer.model, tokenizer.json or a folder of one")
     p.add_argument("text")
     p.set_defaults(func=cmd_encode)
 
@@ -41,9 +41,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    from llamafoundry.tokenizer import Tokenizer
+    from llamafoundry.tokenizer import load_tokenizer
 
-    tok = Tokenizer(args.tokenizer)
+    tok = load_tokenizer(args.tokenizer)
     ids = tok.encode(args.text)
     print(" ".join(str(i) for i in ids))
     print(" ".join(repr(tok.id_to_piece(i)) for i in ids))

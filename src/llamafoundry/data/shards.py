@@ -31,7 +31,7 @@ from tqdm import tqdm
 from llamafoundry import fileio
 from llamafoundry.data.textio import TRUNCATED_ERRORS
 from llamafoundry.errors import UserError
-from llamafoundry.tokenizer import Tokenizer
+from llamafoundry.tokenizer import SentencePieceTokenizer, Tokenizer, load_tokenizer
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
@@ -144,7 +144,7 @@ class _Job:
 
 def _tokenize_job(job: _Job) -> dict[str, dict]:
     """Worker: tokenize one input file into one train shard and one val shard."""
-    tok = Tokenizer(job.tokenizer)
+    tok = load_tokenizer(job.tokenizer)
     dtype = token_dtype(tok.vocab_size)
     writers = {
         split: _ShardWriter(Path(job.output) / split / job.source, job.stem, dtype) for split in SPLITS
@@ -221,7 +221,7 @@ def build_shards(
     """
     output = Path(output)
     tokenizer_path = Path(tokenizer_path)
-    tok = Tokenizer(tokenizer_path)
+    tok = _sentencepiece(tokenizer_path)
     files = [(source, Path(p)) for source, paths in inputs.items() for p in paths]
     missing = [str(p) for _, p in files if not p.is_file()]
     if not files or missing:
@@ -265,6 +265,18 @@ def build_shards(
         fileio.write_bytes(tmp / "tokenizer.model", tok.serialized())  # the run and its model folder need it
         fileio.write_json(tmp / MANIFEST, manifest)
     return manifest
+
+
+def _sentencepiece(path: Path) -> SentencePieceTokenizer:
+    """The shards' tokenizer: training data is tokenized with a SentencePiece model only (the run and
+    its model folders copy it as tokenizer.model)."""
+    tok = load_tokenizer(path)
+    if not isinstance(tok, SentencePieceTokenizer):
+        raise UserError(
+            f"{path} is a {tok.kind} tokenizer; token shards are built with a SentencePiece tokenizer.model "
+            "(train one with `llamafoundry tokenizer train`)"
+        )
+    return tok
 
 
 def _is_unmarked_shards(folder: Path) -> bool:

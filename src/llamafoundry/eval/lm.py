@@ -149,12 +149,14 @@ class LlamaFoundryLM(TokenLM):
         **kwargs,
     ) -> LlamaFoundryLM:
         """Load any model folder `load_model` knows (its `tokenizer` and `quantize` options too); a
-        tokenizer.model is needed (the folder's or `tokenizer`)."""
+        tokenizer is needed (the folder's or `tokenizer`)."""
         from llamafoundry.checkpoint import load_model
 
         model, tok, _ = load_model(path, tokenizer=tokenizer, quantize=quantize, dtype=dtype, device=device)
         if tok is None:
-            raise UserError(f"{path} has no tokenizer.model; pass --tokenizer PATH to a SentencePiece model")
+            raise UserError(
+                f"{path} has no tokenizer; pass --tokenizer PATH to its tokenizer.model or tokenizer.json"
+            )
         return cls(model, tok, name=str(path), **kwargs)
 
     @property

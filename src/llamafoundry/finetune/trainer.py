@@ -236,7 +236,7 @@ def finetune(
     model, tokenizer, cfg = load_model(base)
     if tokenizer is None:
         raise UserError(
-            f"{base} has no tokenizer.model; a finetune renders its examples with the model's tokenizer"
+            f"{base} has no tokenizer (tokenizer.model or tokenizer.json); a finetune renders its examples with the model's tokenizer"
         )
     recipe = recipe.with_base(cfg)
     template = choose_template(base, recipe.data.template, tokenizer)

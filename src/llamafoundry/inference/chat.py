@@ -2,8 +2,9 @@
 
 LLaMA is a base model (the paper trains no chat variant), so the default template writes the dialogue
 as a transcript, "User: ...\\nAssistant: ...", ends with "Assistant:" and stops where the model starts
-the next "User:" turn. A Hugging Face folder's `tokenizer_config.json` may carry a Jinja
-`chat_template`; it is rendered in Jinja's sandbox, as transformers does.
+the next "User:" turn. A Hugging Face folder's `tokenizer_config.json` (or `chat_template.jinja`) may
+carry a Jinja `chat_template`; it is rendered in Jinja's sandbox, as transformers does, and its special
+tokens (Llama 3's headers and end of turn) are encoded as their ids by every kind of tokenizer.
 
 Finetuning (Sec. 4) renders its examples with `render_reply`: the prompt is `render_chat`'s, token for
 token, so a finetuned model sees at serving time exactly what it was trained on.
@@ -12,14 +13,15 @@ token, so a finetuned model sees at serving time exactly what it was trained on.
 from __future__ import annotations
 
 import functools
-import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from llamafoundry.errors import UserError
 from llamafoundry.tokenizer import Tokenizer
+from llamafoundry.tokenizer.load import read_chat_template
 
 ROLES = ("system", "user", "assistant")
 _SPEAKER = {"user": "User", "assistant": "Assistant"}
@@ -34,16 +36,23 @@ class ChatTemplate:
 
 
 def load_chat_template(model_path: str | os.PathLike) -> ChatTemplate:
-    """The template in the model folder's tokenizer_config.json if it has one, else the plain one."""
-    config = Path(model_path) / "tokenizer_config.json"
-    if config.is_file():
-        try:
-            template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"{config} is not readable JSON ({exc}); fix the file") from None
-        if isinstance(template, str) and template.strip():
-            return ChatTemplate(jinja=template, stop=())
-    return ChatTemplate()
+    """The model folder's template (chat_template.jinja, else tokenizer_config.json's) if it has one,
+    else the plain one."""
+    template = read_chat_template(Path(model_path))
+    return ChatTemplate() if template is None else ChatTemplate(jinja=template, stop=())
+
+
+def end_of_turn(template: ChatTemplate, tokenizer: Tokenizer) -> tuple[int, ...]:
+    """The special token a Jinja template writes right after the assistant's message (Llama 3's
+    <|eot_id|>, Llama 2's </s>), which ends the model's turn; () when it writes none there."""
+    if template.jinja is None:
+        return ()
+    mark = "\x00reply\x00"  # text no template writes of its own
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": mark}]
+    text = _render_jinja(template.jinja, messages, tokenizer, add_generation_prompt=False)
+    after = text.partition(mark)[2].lstrip()
+    hits = [piece for piece in tokenizer.special_tokens if after.startswith(piece)]
+    return (tokenizer.special_tokens[max(hits, key=len)],) if hits else ()
 
 
 def render_chat(messages: Sequence[dict], template: ChatTemplate, tokenizer: Tokenizer) -> list[int]:
@@ -64,7 +73,8 @@ def render_reply(
     history: Sequence[dict], reply: str, template: ChatTemplate, tokenizer: Tokenizer
 ) -> tuple[list[int], list[int]]:
     """(prompt ids, reply ids) of a training example: the prompt `render_chat` gives after `history`,
-    then `reply` as the template writes the assistant's turn, ending with EOS (the model learns to stop).
+    then `reply` as the template writes the assistant's turn, ending with EOS or the template's own
+    end-of-turn token (Llama 3's <|eot_id|>, where generation stops too): the model learns to stop.
 
     A Jinja template renders the conversation with the reply (no generation prompt); that text must
     begin with the prompt's text, and its tokens with the prompt's tokens, or the template is refused.
@@ -74,7 +84,8 @@ def render_reply(
         ids = tokenizer.encode(reply.strip(), bos=False)
     else:
         ids = _jinja_reply(template.jinja, history, reply, prompt, tokenizer)
-    return prompt, ids if ids[-1:] == [tokenizer.eos_id] else ids + [tokenizer.eos_id]
+    ends = {tokenizer.eos_id, *end_of_turn(template, tokenizer)}
+    return prompt, ids if ids and ids[-1] in ends else ids + [tokenizer.eos_id]
 
 
 def _jinja_reply(
@@ -136,24 +147,21 @@ def _raise_exception(message: str) -> None:
 
 
 def _encode_with_specials(text: str, tokenizer: Tokenizer) -> list[int]:
-    """Encode rendered text in which the BOS / EOS pieces stand for their ids (SentencePiece would
-    otherwise spell them out as characters)."""
-    specials = {
-        tokenizer.id_to_piece(tokenizer.bos_id): tokenizer.bos_id,
-        tokenizer.id_to_piece(tokenizer.eos_id): tokenizer.eos_id,
-    }
+    """Encode rendered text in which the tokenizer's special tokens (BOS / EOS, Llama 3's headers and
+    end of turn) stand for their ids: SentencePiece would otherwise spell them out as characters."""
+    specials = tokenizer.special_tokens
     ids: list[int] = []
-    rest = text
-    while rest:
-        hits = [(rest.find(piece), piece) for piece in specials if piece in rest]
-        if not hits:
-            ids += tokenizer.encode(rest, bos=False)
-            break
-        at, piece = min(hits)
-        if rest[:at]:
-            ids += tokenizer.encode(rest[:at], bos=False)
-        ids.append(specials[piece])
-        rest = rest[at + len(piece) :]
+    for i, part in enumerate(_special_pattern(tuple(specials)).split(text)):
+        if i % 2:
+            ids.append(specials[part])
+        elif part:
+            ids += tokenizer.encode(part, bos=False)
     if not ids or ids[0] != tokenizer.bos_id:
         ids.insert(0, tokenizer.bos_id)
     return ids
+
+
+@functools.lru_cache(maxsize=8)
+def _special_pattern(pieces: tuple[str, ...]) -> re.Pattern:
+    """A regex whose one group matches any of `pieces`, the longest first where one begins another."""
+    return re.compile("(" + "|".join(re.escape(p) for p in sorted(pieces, key=len, reverse=True)) + ")")

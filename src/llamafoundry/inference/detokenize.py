@@ -1,9 +1,11 @@
 """Token ids to text, one token at a time, for streaming and stop strings.
 
 SentencePiece decodes a sequence, not a token: a piece's leading space depends on what precedes it, and
-a character outside the vocabulary arrives as several byte tokens. So each step decodes the output
-after a few tokens of the prompt (which give the first piece its context) and emits only text that can
-no longer change: never half a UTF-8 character, never the start of what may become a stop string.
+a character outside the vocabulary arrives as several byte tokens (in Llama 3's byte-level BPE any token
+may end inside a UTF-8 character; its decoders give U+FFFD for the unfinished bytes). So each step
+decodes the output after a few tokens of the prompt (which give the first piece its context) and emits
+only text that can no longer change: never half a UTF-8 character, never the start of what may become a
+stop string.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 _CONTEXT_TOKENS = 4  # prompt tokens decoded before the output, then cut off again
-_INCOMPLETE = "\ufffd"  # what SentencePiece decodes an unfinished byte sequence to
+_INCOMPLETE = "\ufffd"  # what every tokenizer of ours decodes an unfinished byte sequence to
 
 
 class Decodes(Protocol):

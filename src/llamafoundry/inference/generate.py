@@ -68,12 +68,10 @@ class _Row:
     """One prompt's progress through a batch."""
 
     def __init__(
-        self, prompt: list[int], params: SamplingParams, eos_id: int | None, tokenizer: Tokenizer | None
+        self, prompt: list[int], params: SamplingParams, eos_ids: set[int], tokenizer: Tokenizer | None
     ) -> None:
         self.params = params
-        self.stop_ids = set(params.stop_token_ids) | (
-            {eos_id} if eos_id is not None and not params.ignore_eos else set()
-        )
+        self.stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else eos_ids)
         self.completion = Completion(prompt_tokens=len(prompt))
         self.decoder = IncrementalDecoder(tokenizer, prompt, params.stop) if tokenizer is not None else None
 
@@ -116,7 +114,8 @@ class Generator:
     weights in memory. Quantized models are not frozen (freezing would fold their dequantization into
     float copies of the weights). `kv_cache_dtype` (default: the model's dtype) stores keys and values
     in e.g. float16, as llama.cpp does by default: half the bytes that batched decoding reads per step,
-    for logits that differ from a float32 cache's by ~1e-3 of their range.
+    for logits that differ from a float32 cache's by ~1e-3 of their range. `stop_ids` end every row as the
+    tokenizer's EOS ids do (a chat template's end-of-turn token).
 
     The caller's model is left as it was: the generator works on a shallow copy of it (`self.model`), a
     module tree of its own whose parameters and buffers are the caller's tensors, not copies of them.
@@ -133,10 +132,13 @@ class Generator:
         compile: bool = False,
         compile_mode: str | None = None,
         kv_cache_dtype: torch.dtype | None = None,
+        stop_ids: Sequence[int] = (),
     ) -> None:
         self.model = _shallow_copy(model).eval()
         self.kv_cache_dtype = kv_cache_dtype
         self.tokenizer = tokenizer
+        # Every id that ends a row: the tokenizer's (Llama 3's end of text and end of turn) and `stop_ids`.
+        self.eos_ids = set(stop_ids) | (set(tokenizer.eos_ids) if tokenizer is not None else set())
         self.max_seq_len = min(max_seq_len or model.cfg.max_seq_len, model.cfg.max_seq_len)
         self.device = model.tok_embeddings.weight.device
         self._caches: dict[int, list[KVCache]] = {}  # per batch size (see _setup_cache)
@@ -153,7 +155,7 @@ class Generator:
             if self.tokenizer is None:
                 raise UserError(
                     "this model has no tokenizer, so text prompts cannot be encoded; "
-                    "pass --tokenizer PATH/tokenizer.model"
+                    "pass --tokenizer PATH to its tokenizer.model or tokenizer.json"
                 )
             return self.tokenizer.encode(prompt, bos=True)
         ids = [int(t) for t in prompt]
@@ -203,8 +205,7 @@ class Generator:
         per_row = [params] * len(ids) if isinstance(params, SamplingParams) else list(params)
         if len(per_row) != len(ids):
             raise UserError(f"{len(ids)} prompts but {len(per_row)} sampling settings")
-        eos = self.tokenizer.eos_id if self.tokenizer is not None else None
-        rows.extend(_Row(p, s, eos, self.tokenizer) for p, s in zip(ids, per_row, strict=True))
+        rows.extend(_Row(p, s, self.eos_ids, self.tokenizer) for p, s in zip(ids, per_row, strict=True))
         self._setup_cache(len(ids))  # outside inference mode: the cache outlives this call
         return self._decode(ids, rows)
 

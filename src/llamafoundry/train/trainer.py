@@ -29,7 +29,7 @@ from llamafoundry.data.mixture import load_mixture
 from llamafoundry.data.shards import read_manifest
 from llamafoundry.errors import Interrupted, UserError
 from llamafoundry.footprint import EnergyMeter, energy_wh, footprint
-from llamafoundry.tokenizer import Tokenizer
+from llamafoundry.tokenizer import Tokenizer, load_tokenizer
 from llamafoundry.train import checkpointing, parallel
 from llamafoundry.train.benchmarks import CURVE, BenchmarkHook, benchmark_keys
 from llamafoundry.train.distributed import Runtime, init_runtime, on_rank0, shutdown
@@ -147,7 +147,7 @@ class ShardData:
         self.recipe, self.folder = recipe, Path(recipe.data.tokens)
         self.name = str(self.folder)
         self.manifest = read_manifest(self.folder)
-        self.tokenizer = Tokenizer(self.folder / "tokenizer.model")
+        self.tokenizer = load_tokenizer(self.folder / "tokenizer.model")
         mixture = recipe.data.mixture
         self.weights = {k: v.weight for k, v in load_mixture(mixture).items()} if mixture else None
 

@@ -1,9 +1,5 @@
-"""The paper's tokenizer (Sec. 2.1): SentencePiece BPE, digits split, byte fallback.
-
-`Tokenizer` loads any SentencePiece model, Meta's released `tokenizer.model` included, and encodes
-exactly as Meta's reference `llama/tokenizer.py` does (optional BOS, SentencePiece ids, optional EOS).
-`train_tokenizer` trains a new one with the trainer options recorded in Meta's file.
-"""
+"""Training the paper's tokenizer (Sec. 2.1): SentencePiece BPE, digits split, byte fallback, with the
+trainer options recorded in Meta's released `tokenizer.model`."""
 
 from __future__ import annotations
 
@@ -17,6 +13,7 @@ import sentencepiece as spm
 
 from llamafoundry import fileio
 from llamafoundry.errors import UserError
+from llamafoundry.tokenizer.sentencepiece_model import SentencePieceTokenizer, load_processor
 
 # Trainer options of Meta's released tokenizer.model, read from its trainer_spec and normalizer_spec.
 LLAMA_TRAINER_OPTIONS: dict[str, object] = {
@@ -44,106 +41,6 @@ LLAMA_TRAINER_OPTIONS: dict[str, object] = {
 MIN_VOCAB_SIZE = 256 + 3 + 1
 
 
-class Tokenizer:
-    """A SentencePiece model with LLaMA's special ids (unk 0, bos 1, eos 2, no pad)."""
-
-    def __init__(self, model_path: str | os.PathLike) -> None:
-        path = Path(model_path)
-        if not path.is_file():
-            raise UserError(f"tokenizer file {path} not found; pass a SentencePiece tokenizer.model")
-        self.path = path
-        self.sp = _load_processor(path.read_bytes(), str(path))
-
-    @classmethod
-    def from_bytes(cls, proto: bytes, name: str = "<bytes>") -> Tokenizer:
-        tok = cls.__new__(cls)
-        tok.path = None
-        tok.sp = _load_processor(proto, name)
-        return tok
-
-    @property
-    def vocab_size(self) -> int:
-        return self.sp.vocab_size()
-
-    @property
-    def bos_id(self) -> int:
-        return self.sp.bos_id()
-
-    @property
-    def eos_id(self) -> int:
-        return self.sp.eos_id()
-
-    @property
-    def pad_id(self) -> int:
-        return self.sp.pad_id()
-
-    @property
-    def unk_id(self) -> int:
-        return self.sp.unk_id()
-
-    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
-        """The ids of `text`; text that is no valid Unicode (undecodable input bytes) is a UserError."""
-        return self.encode_batch([text], bos, eos)[0]
-
-    def encode_batch(self, texts: Sequence[str], bos: bool = True, eos: bool = False) -> list[list[int]]:
-        """Encode many texts in one call (SentencePiece's C++ loop, much faster than one call each)."""
-        try:
-            batch = self.sp.encode(list(texts))
-        except (RuntimeError, TypeError):
-            _check_texts(texts)
-            raise
-        return [([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else []) for ids in batch]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.sp.decode(list(ids))
-
-    def id_to_piece(self, token_id: int) -> str:
-        return self.sp.id_to_piece(token_id)
-
-    def serialized(self) -> bytes:
-        """The model file's bytes, to copy it into a model folder unchanged."""
-        return self.sp.serialized_model_proto()
-
-    def save(self, path: str | os.PathLike) -> None:
-        fileio.write_bytes(path, self.serialized())
-
-
-def _check_texts(texts: Sequence[str]) -> None:
-    """A UserError for the first text SentencePiece cannot take: not a string, or not encodable as
-    UTF-8 (lone surrogates: what undecodable bytes become when Python reads a file or stdin)."""
-    for text in texts:
-        if isinstance(text, bytes):  # SentencePiece takes UTF-8 bytes as they are
-            continue
-        if not isinstance(text, str):
-            raise UserError(f"only text can be encoded, got a {type(text).__name__}")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            code = ord(text[exc.start])  # 0xDC80-0xDCFF: the undecodable byte 0x80-0xFF, escaped
-            what = (
-                f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"lone surrogate U+{code:04X}"
-            )
-            raise UserError(
-                f"the text is not valid UTF-8 ({what} at character {exc.start}); fix its encoding"
-            ) from None
-
-
-def _load_processor(proto: bytes, name: str) -> spm.SentencePieceProcessor:
-    sp = spm.SentencePieceProcessor()
-    try:
-        sp.LoadFromSerializedProto(proto)
-    except (RuntimeError, OSError, UnicodeDecodeError) as exc:  # the last: a message quoting bad bytes
-        raise UserError(
-            f"{name} is not a valid SentencePiece model ({exc}); pass a tokenizer.model file"
-        ) from None
-    # Every encode starts with BOS and training ends documents with EOS: both must be real pieces.
-    if not (0 <= sp.bos_id() < sp.vocab_size() and 0 <= sp.eos_id() < sp.vocab_size()):
-        raise UserError(
-            f"{name} has no BOS or EOS piece (ids {sp.bos_id()}, {sp.eos_id()}); LLaMA needs both"
-        )
-    return sp
-
-
 def train_tokenizer(
     files: Iterable[str | os.PathLike],
     output: str | os.PathLike,
@@ -153,7 +50,7 @@ def train_tokenizer(
     num_threads: int | None = None,
     seed: int = 0,
     overwrite: bool = False,
-) -> Tokenizer:
+) -> SentencePieceTokenizer:
     """Train a BPE tokenizer with the LLaMA trainer options on text files; write it to `output`.
 
     Each line of each file is a training sentence; beyond `input_sentence_size` lines, a uniform sample
@@ -194,7 +91,7 @@ def train_tokenizer(
         except RuntimeError as exc:
             raise UserError(f"tokenizer training failed: {str(exc).strip().splitlines()[-1]}") from None
         os.replace(prefix + ".model", target)
-    return Tokenizer(output)
+    return SentencePieceTokenizer(output)
 
 
 def is_sentencepiece_model(path: Path) -> bool:
@@ -202,7 +99,7 @@ def is_sentencepiece_model(path: Path) -> bool:
     if path.stat().st_size > 1 << 26:  # tokenizer models are a few MB; do not read a large file whole
         return False
     try:
-        _load_processor(path.read_bytes(), str(path))
+        load_processor(path.read_bytes(), str(path))
     except UserError:
         return False
     return True
