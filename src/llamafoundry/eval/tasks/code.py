@@ -71,7 +71,7 @@ class CodeTask(Task):
         ]
         correct: dict[float, list[int]] = {}
         layers: list[set[str]] = []
-        examples = [{"id": d["id"]} for d in docs]
+        examples = [{"id": d["id"], "prompt": p} for d, p in zip(docs, prompts, strict=True)]
         for temperature in TEMPERATURES:
             params = [
                 SamplingParams(tokens, temperature, stop=self.stop, seed=config.seed + j) for j in range(n)

@@ -90,11 +90,14 @@ class MathTask(Task):
             outs = lm.generate([(p, q) for p in prompts for q in params], desc=f"{self.name} maj1@{k}")
             sampled = [outs[i * k : (i + 1) * k] for i in range(len(docs))]
         examples = []
-        for doc, text, samples in zip(docs, greedy, sampled, strict=True):
+        # Each example keeps its prompt and greedy completion; of the k samples only their extracted
+        # answers (the votes), as k full solutions per problem would make the file gigabytes (MATH: 256).
+        for doc, prompt, text, samples in zip(docs, prompts, greedy, sampled, strict=True):
             answer = self.extract(text)
             example = {
                 "id": doc["id"],
                 "gold": doc["answer"],
+                "prompt": prompt,
                 "completion": text,
                 "answer": answer,
                 "acc": float(self.same(answer, doc["answer"])),
