@@ -68,6 +68,18 @@ class TaskResult:
             "examples": self.examples,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> TaskResult:
+        """The result `to_dict` wrote (a resumed run reads its finished tasks back)."""
+        fields = ("task", "shots", "metrics", "paper_metric", "examples", "groups", "seconds")
+        known = {*fields, "n", "error", "fewshot_source"}
+        return cls(
+            **{f: data[f] for f in fields},
+            details={k: v for k, v in data.items() if k not in known},
+            error=data.get("error"),
+            fewshot_source=data.get("fewshot_source"),
+        )
+
 
 @dataclass(frozen=True)
 class RunConfig:
