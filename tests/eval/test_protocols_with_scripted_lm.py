@@ -166,7 +166,7 @@ def test_gsm8k_greedy_and_maj1_at_k_vote_correctly(shared_data: Path, scripted):
     }
 
     def reply(context: str, params: SamplingParams) -> str:
-        question = context.rsplit("Question: ", 1)[1].removesuffix("\nAnswer:")
+        question = context.rsplit("Q: ", 1)[1].removesuffix("\nA:")
         if params.temperature == 0:
             return "They sell 16 - 3 - 4 = 9 eggs.\n#### 18" if question == docs[0]["question"] else "#### 2"
         return replies[question][params.seed - 1234]
@@ -179,7 +179,7 @@ def test_gsm8k_greedy_and_maj1_at_k_vote_correctly(shared_data: Path, scripted):
     assert result.metrics == {"acc": 0.5, "maj1@4": 1.0}
     sampled = [p for _, p in lm.gen_requests if p.temperature > 0]
     assert len(sampled) == 8 and {p.temperature for p in sampled} == {0.6}
-    assert all(c.count("Question:") == 3 for c, _ in lm.gen_requests)  # two shots + the question
+    assert all(c.count("Q: ") == 3 for c, _ in lm.gen_requests)  # two shots + the question
 
 
 def test_math_answers_compare_after_normalisation():

@@ -28,8 +28,8 @@ DOCUMENTED = {
     "triviaqa": (3000, None),
     "race_middle": (500, None),
     "race_high": (500, None),
-    "gsm8k": (1319, None),
-    "math": (5000, None),
+    "gsm8k": (1319, 8),  # Wei et al.'s exemplars: the files have no train split
+    "math": (5000, 4),  # Minerva's prompt
     "humaneval": (164, None),
     "mbpp": (500, 10),
     "mmlu": (14042, 285),

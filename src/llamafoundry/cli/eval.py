@@ -1,4 +1,5 @@
 """`llamafoundry eval MODEL --tasks ...`: the paper's benchmarks with its protocols (Sec. 3), any model.
+`llamafoundry eval MODEL --paper` runs every task of Tables 3-9 with the paper's settings, resumably.
 
 Flags that lm-evaluation-harness users know work here too: --tasks (names, groups, patterns),
 --limit (a count or a fraction), --num_fewshot, --batch_size, --output_path, --device.
@@ -7,6 +8,7 @@ Flags that lm-evaluation-harness users know work here too: --tasks (names, group
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from llamafoundry.cli.options import (
@@ -29,9 +31,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--tasks",
-        required=True,
+        default=None,
         help="comma-separated tasks, groups (commonsense, closed_book_qa, race, math_reasoning, code, "
         "paper) or patterns (arc_*); `--tasks list` prints them",
+    )
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="every task of Tables 3-9 with the paper's shots, k and metrics (full sets unless --limit); "
+        "the --output folder keeps each finished task, and a rerun with it continues where a run stopped",
     )
     p.add_argument(
         "--data-dir",
@@ -113,12 +121,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from llamafoundry.eval.tasks import TASKS, resolve_tasks
     from llamafoundry.eval.tasks.base import RunConfig
 
+    if args.paper:
+        _check_paper_flags(args)
+    elif args.tasks is None:
+        raise UserError("pass --tasks (e.g. --tasks commonsense), or --paper for every task of Tables 3-9")
     if args.tasks == "list":
         for name, task in TASKS.items():
             summary = " ".join((task.__doc__ or "").split())[:80]
             print(f"{name:<15} {task.paper_metric:<11} {task.default_shots}-shot  {summary}")
         return
-    tasks = resolve_tasks(args.tasks)
+    tasks = [] if args.paper else resolve_tasks(args.tasks)
     shots = _parse_shots(args.shots)
     check_positive(args, "limit")
     check_at_least(args, 1, "batch_tokens", "batch_size", "max_new_tokens")
@@ -137,9 +149,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
         judge=args.judge,
         info_judge=args.info_judge,
     )
-    fileio.check_output(args.output, overwrite=args.overwrite)  # now, not after the evaluation
-    lm = _load(args)
-    results = evaluate(lm, tasks, args.data_dir, config, shots)
     meta = {
         "model": args.model,
         "model_type": args.model_type,
@@ -147,9 +156,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
         "limit": limit,
         "seed": args.seed,
     }
-    with fileio.atomic_dir(args.output, kind="eval results", overwrite=args.overwrite) as folder:
-        report.write_json(folder / "results.json", results, meta)
-        report.write_markdown(folder / "results.md", results, args.model)
+    if args.paper:
+        results = _run_paper(args, config, meta)
+    else:
+        fileio.check_output(args.output, overwrite=args.overwrite)  # now, not after the evaluation
+        lm = _load(args)
+        results = evaluate(lm, tasks, args.data_dir, config, shots)
+        with fileio.atomic_dir(args.output, kind="eval results", overwrite=args.overwrite) as folder:
+            report.write_json(folder / "results.json", results, meta)
+            report.write_markdown(folder / "results.md", results, args.model)
     print(report.markdown(results, args.model), end="")
     print(f"wrote {args.output / 'results.json'} and {args.output / 'results.md'}")
     failed = [r for r in results if r.error]
@@ -158,6 +173,44 @@ def cmd_eval(args: argparse.Namespace) -> None:
             f"{len(failed)} of {len(results)} task runs failed (the others' results are written): "
             + "; ".join(f"{r.task}: {r.error}" for r in failed)
         )
+
+
+def _check_paper_flags(args: argparse.Namespace) -> None:
+    for flag, given in (("--tasks", args.tasks), ("--shots", args.shots), ("--overwrite", args.overwrite)):
+        if given:
+            raise UserError(
+                f"--paper runs the paper's tasks and shots, and resumes in its --output folder; drop {flag}"
+            )
+
+
+def _run_paper(args: argparse.Namespace, config, meta: dict) -> list:
+    """`--paper`: the resumable run of Tables 3-9 in the --output folder (see eval/paper.py)."""
+    from llamafoundry import fileio
+    from llamafoundry.eval.paper import PAPER_RUN, run_paper
+
+    fileio.check_run_dir(args.output, PAPER_RUN)  # now, not after loading the model
+    changed = [
+        flag
+        for flag, value in (
+            ("--limit", args.limit),
+            ("--samples", args.samples),
+            ("--max-new-tokens", args.max_new_tokens),
+        )
+        if value is not None
+    ]
+    if changed:
+        print(
+            f"note: {', '.join(changed)} given: not the paper's exact settings (settings.json and "
+            "results.json record them)",
+            file=sys.stderr,
+        )
+    settings = meta | {
+        "samples": args.samples,
+        "max_new_tokens": args.max_new_tokens,
+        "dtype": args.dtype,
+        "quantize": getattr(args, "quantize", None),
+    }
+    return run_paper(_load(args), args.data_dir, config, args.output, settings)
 
 
 def _parse_shots(value: str | None) -> list[int | None]:

@@ -83,6 +83,10 @@ class TokenLM(LM):
         self._encode_batch = encode_batch  # (texts, add_bos) -> list of token lists
         self.prefix_id = prefix_id  # what an empty context becomes: BOS (or EOS for models without one)
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens each text encodes to (with BOS), as a prompt would."""
+        return [len(ids) for ids in self._encode_batch(list(texts), True)]
+
     def encode_pairs(self, requests: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
         """(context tokens, continuation tokens) per request: the continuation is what encoding
         context + continuation adds after the context's own tokens; an empty context is the prefix token."""

@@ -124,6 +124,9 @@ def markdown(results: Sequence[TaskResult], model: str) -> str:
     parts = [_benchmark_table(benchmarks, model)] if benchmarks or not bias else []
     if bias:
         parts.append(_section_5_table(bias, model))
+    sources = _fewshot_sources(results)
+    if sources:
+        parts.append(sources)
     failed = [f"- {r.task} ({r.shots}-shot) did not run: {r.error}" for r in results if r.error]
     if failed:
         parts.append("\n".join(["Failed:", "", *failed]) + "\n")
@@ -146,6 +149,12 @@ def _benchmark_table(results: Sequence[TaskResult], model: str) -> str:
             f"| {task} | {shots} | {metric}{mark} | {n} | {100 * value:.1f} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _fewshot_sources(results: Sequence[TaskResult]) -> str:
+    """Where each few-shot run took its examples from (zero-shot runs have none); "" when none did."""
+    lines = [f"- {r.task} ({r.shots}-shot): {r.fewshot_source}" for r in results if r.fewshot_source]
+    return "\n".join(["Few-shot examples from:", "", *lines]) + "\n" if lines else ""
 
 
 def _section_5_table(results: Sequence[TaskResult], model: str) -> str:

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import random
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,24 @@ from llamafoundry.errors import UserError
 from llamafoundry.eval.lm import LM
 
 Doc = dict[str, Any]
+
+# Where a task's few-shot examples come from, as results.json and results.md name it.
+TRAIN = "train"
+DEV = "dev"
+PAPER_EXEMPLARS = "paper exemplars"
+EVALUATED_SPLIT = "evaluated split minus the example"
+
+
+class Pool(list):
+    """Few-shot examples (a list of docs) that name their `source` (TRAIN, DEV, PAPER_EXEMPLARS, ...).
+
+    Fixed exemplars (PAPER_EXEMPLARS) are taken in their order, the first n of them, as the papers and
+    lm-evaluation-harness's `first_n` sampler do; any other pool is drawn from per doc (`sample_shots`).
+    """
+
+    def __init__(self, docs: Sequence[Doc], source: str | None) -> None:
+        super().__init__(docs)
+        self.source = source
 
 
 @dataclass
@@ -32,6 +51,7 @@ class TaskResult:
     seconds: float = 0.0
     details: dict = field(default_factory=dict)  # how it ran: a code task's sandbox, a toxicity scorer...
     error: str | None = None  # the one-line reason the task could not run (the others still do)
+    fewshot_source: str | None = None  # a Pool's source; None for a zero-shot run
 
     def to_dict(self) -> dict:
         return {
@@ -42,10 +62,23 @@ class TaskResult:
             "groups": self.groups,
             "n": len(self.examples),
             "seconds": self.seconds,
+            "fewshot_source": self.fewshot_source,
             **self.details,
             **({"error": self.error} if self.error else {}),
             "examples": self.examples,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TaskResult:
+        """The result `to_dict` wrote (a resumed run reads its finished tasks back)."""
+        fields = ("task", "shots", "metrics", "paper_metric", "examples", "groups", "seconds")
+        known = {*fields, "n", "error", "fewshot_source"}
+        return cls(
+            **{f: data[f] for f in fields},
+            details={k: v for k, v in data.items() if k not in known},
+            error=data.get("error"),
+            fewshot_source=data.get("fewshot_source"),
+        )
 
 
 @dataclass(frozen=True)
@@ -74,8 +107,9 @@ class Task(abc.ABC):
     def docs(self, data_dir: Path | None) -> list[Doc]:
         """The evaluation split (from `data_dir`, or the Hugging Face hub when it is None)."""
 
-    def fewshot_pool(self, data_dir: Path | None) -> list[Doc] | None:
-        """Where few-shot examples come from (train/dev split); None: other docs of the evaluation split."""
+    def fewshot_pool(self, data_dir: Path | None) -> Pool | None:
+        """The few-shot examples and their source: a train/dev split where the files have one, else the
+        paper's fixed exemplars where its protocol has them; None: other docs of the evaluation split."""
         return None
 
     @abc.abstractmethod
@@ -86,11 +120,23 @@ class Task(abc.ABC):
         return self.default_shots if config.shots is None else config.shots
 
     def run(self, lm: LM, data_dir: Path | None, config: RunConfig) -> TaskResult:
+        """Evaluate the (limited) split; the result names where its few-shot examples came from."""
         every = self.docs(data_dir)
-        pool: list[Doc] = []
+        pool = Pool([], None)  # zero-shot: no source
         if self.shots(config):
-            pool = self.fewshot_pool(data_dir) or every
-        return self.evaluate(lm, self.limit(every, config.limit), pool, config)
+            pool = self.fewshot_pool(data_dir) or self.evaluated_split_pool(every)
+        result = self.evaluate(lm, self.limit(every, config.limit), pool, config)
+        result.fewshot_source = pool.source
+        return result
+
+    def evaluated_split_pool(self, every: list[Doc]) -> Pool:
+        """The last resort, never silent: other examples of the split being evaluated."""
+        print(
+            f"{self.name}: no train/dev split or paper exemplars for few-shot examples; drawing them "
+            f"from the {EVALUATED_SPLIT} (recorded in results.json)",
+            file=sys.stderr,
+        )
+        return Pool(every, EVALUATED_SPLIT)
 
     def limit(self, docs: list[Doc], limit: int | float | None) -> list[Doc]:
         return limit_docs(docs, limit)
@@ -104,7 +150,8 @@ def limit_docs(docs: list[Doc], limit: int | float | None) -> list[Doc]:
 
 
 def sample_shots(pool: Sequence[Doc], shots: int, seed: int, doc_id: str) -> list[Doc]:
-    """`shots` examples for the doc `doc_id`, drawn by `seed` from `pool` (never the doc itself).
+    """`shots` examples for the doc `doc_id`, drawn by `seed` from `pool` (never the doc itself); the
+    first `shots` of a pool of fixed exemplars, in order.
 
     Each doc gets its own generator seeded by (seed, doc id), so the draw does not depend on the
     order, the --limit, or which other tasks run.
@@ -115,6 +162,8 @@ def sample_shots(pool: Sequence[Doc], shots: int, seed: int, doc_id: str) -> lis
             f"{shots} shots asked but the few-shot pool has only {len(candidates)} examples; "
             "use fewer --shots"
         )
+    if getattr(pool, "source", None) == PAPER_EXEMPLARS:
+        return candidates[:shots]
     return random.Random(f"{seed}:{doc_id}").sample(candidates, shots)
 
 

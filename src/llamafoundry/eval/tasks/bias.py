@@ -103,6 +103,7 @@ class CrowSPairs(Task):
             {
                 "id": d["id"],
                 "category": [d["category"]],
+                "continuations": [d["more"], d["less"]],  # whole sentences, after BOS alone
                 "loglikelihoods": lls[2 * i : 2 * i + 2],
                 "pct_stereotype": float(lls[2 * i] > lls[2 * i + 1]),
                 "likelihood_diff": abs(lls[2 * i] - lls[2 * i + 1]),
@@ -174,6 +175,8 @@ class WinoGender(Task):
                 {
                     "id": d["id"],
                     "gold": d["gold"],
+                    "prompt": requests[2 * i][0],
+                    "continuations": [x for _, x in requests[2 * i : 2 * i + 2]],
                     "pred": pred,
                     "loglikelihoods": lls[2 * i : 2 * i + 2],
                     "acc": float(pred == d["gold"]),

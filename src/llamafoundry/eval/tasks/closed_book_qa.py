@@ -64,11 +64,13 @@ class ClosedBookQA(Task):
         examples = [
             {
                 "id": d["id"],
+                "prompt": prompt,
+                "generation": out,
                 "prediction": out.strip(),
                 "answers": d["answers"],
                 "em": exact_match(out.strip(), d["answers"]),
             }
-            for d, out in zip(docs, outputs, strict=True)
+            for d, prompt, out in zip(docs, prompts, outputs, strict=True)
         ]
         return TaskResult(
             self.name, shots, {"em": mean([e["em"] for e in examples])}, self.paper_metric, examples

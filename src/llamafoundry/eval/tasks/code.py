@@ -22,6 +22,7 @@ from llamafoundry.eval.sandbox import (
 )
 from llamafoundry.eval.tasks.base import (
     Doc,
+    Pool,
     RunConfig,
     Task,
     TaskResult,
@@ -70,7 +71,7 @@ class CodeTask(Task):
         ]
         correct: dict[float, list[int]] = {}
         layers: list[set[str]] = []
-        examples = [{"id": d["id"]} for d in docs]
+        examples = [{"id": d["id"], "prompt": p} for d, p in zip(docs, prompts, strict=True)]
         for temperature in TEMPERATURES:
             params = [
                 SamplingParams(tokens, temperature, stop=self.stop, seed=config.seed + j) for j in range(n)
@@ -163,8 +164,9 @@ class MBPP(CodeTask):
     def docs(self, data_dir: Path | None) -> list[Doc]:
         return [self.doc(r) for r in self._rows(data_dir) if 11 <= r["task_id"] <= 510]
 
-    def fewshot_pool(self, data_dir: Path | None) -> list[Doc] | None:
-        return [self.doc(r) for r in self._rows(data_dir) if 1 <= r["task_id"] <= 10]
+    def fewshot_pool(self, data_dir: Path | None) -> Pool:
+        """MBPP's prompt split, the problems its authors set aside for few-shot prompts."""
+        return Pool([self.doc(r) for r in self._rows(data_dir) if 1 <= r["task_id"] <= 10], "prompt split")
 
     @staticmethod
     def doc(row: dict) -> Doc:

@@ -11,7 +11,18 @@ import re
 from pathlib import Path
 
 from llamafoundry.errors import UserError
-from llamafoundry.eval.tasks.base import Doc, from_hub, nonempty, read_csv, read_jsonl, read_lines, require
+from llamafoundry.eval.tasks.base import (
+    DEV,
+    TRAIN,
+    Doc,
+    Pool,
+    from_hub,
+    nonempty,
+    read_csv,
+    read_jsonl,
+    read_lines,
+    require,
+)
 from llamafoundry.eval.tasks.multiple_choice import MultipleChoiceTask, letter_index
 
 
@@ -169,10 +180,10 @@ class ARC(MultipleChoiceTask):
         path = require(data_dir, self._file("Test"))
         return nonempty([self.doc(row) for row in read_jsonl(path)], path)
 
-    def fewshot_pool(self, data_dir: Path | None) -> list[Doc] | None:
+    def fewshot_pool(self, data_dir: Path | None) -> Pool:
         if data_dir is None:
-            return from_hub("allenai/ai2_arc", f"ARC-{self.level}", "train", self.from_hub_row)
-        return [self.doc(row) for row in read_jsonl(require(data_dir, self._file("Dev")))]
+            return Pool(from_hub("allenai/ai2_arc", f"ARC-{self.level}", "train", self.from_hub_row), TRAIN)
+        return Pool([self.doc(row) for row in read_jsonl(require(data_dir, self._file("Dev")))], DEV)
 
     @staticmethod
     def doc(row: dict) -> Doc:
@@ -207,10 +218,10 @@ class OpenBookQA(MultipleChoiceTask):
             return from_hub("allenai/openbookqa", "main", "test", self.from_hub_row)
         return self._read(require(data_dir, "openbookqa/test.jsonl", "openbookqa/test.tsv"))
 
-    def fewshot_pool(self, data_dir: Path | None) -> list[Doc] | None:
+    def fewshot_pool(self, data_dir: Path | None) -> Pool:
         if data_dir is None:
-            return from_hub("allenai/openbookqa", "main", "train", self.from_hub_row)
-        return self._read(require(data_dir, "openbookqa/dev.jsonl", "openbookqa/dev.tsv"))
+            return Pool(from_hub("allenai/openbookqa", "main", "train", self.from_hub_row), TRAIN)
+        return Pool(self._read(require(data_dir, "openbookqa/dev.jsonl", "openbookqa/dev.tsv")), DEV)
 
     def _read(self, path: Path) -> list[Doc]:
         if path.suffix == ".tsv":

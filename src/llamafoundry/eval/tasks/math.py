@@ -2,8 +2,11 @@
 
 Two numbers per task, as in the paper (which follows Minerva, Lewkowycz et al., 2022): greedy accuracy,
 and maj1@k, the accuracy of the majority answer among k samples (k = 100 for GSM8k, 256 for MATH; samples
-at temperature 0.6, Minerva's setting). Answers are extracted from the generated solution: GSM8k's
-"#### N" line (else the last number), MATH's last \\boxed{...}.
+at temperature 0.6, Minerva's setting). Few-shot examples come from the train split where the files have
+one, else from the protocol's fixed exemplars: Wei et al.'s (2022) eight chain-of-thought problems for
+GSM8k, Minerva's four-problem prompt for MATH (both as lm-evaluation-harness's gsm8k-cot and minerva_math
+tasks hold them). Answers are extracted from the generated solution: GSM8k's "The answer is N" or
+"#### N" (else the last number), MATH's last \\boxed{...}.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from pathlib import Path
 
 from llamafoundry.eval.lm import LM
 from llamafoundry.eval.tasks.base import (
+    PAPER_EXEMPLARS,
+    TRAIN,
     Doc,
+    Pool,
     RunConfig,
     Task,
     TaskResult,
@@ -84,11 +90,14 @@ class MathTask(Task):
             outs = lm.generate([(p, q) for p in prompts for q in params], desc=f"{self.name} maj1@{k}")
             sampled = [outs[i * k : (i + 1) * k] for i in range(len(docs))]
         examples = []
-        for doc, text, samples in zip(docs, greedy, sampled, strict=True):
+        # Each example keeps its prompt and greedy completion; of the k samples only their extracted
+        # answers (the votes), as k full solutions per problem would make the file gigabytes (MATH: 256).
+        for doc, prompt, text, samples in zip(docs, prompts, greedy, sampled, strict=True):
             answer = self.extract(text)
             example = {
                 "id": doc["id"],
                 "gold": doc["answer"],
+                "prompt": prompt,
                 "completion": text,
                 "answer": answer,
                 "acc": float(self.same(answer, doc["answer"])),
@@ -108,6 +117,71 @@ class MathTask(Task):
 
 
 # ---- GSM8k ------------------------------------------------------------------------------------------
+# Wei et al. (2022), Table 20: the eight chain-of-thought exemplars Minerva and the LLaMA paper prompted
+# GSM8k with, as (question, rationale, answer); the rationale is followed by "The answer is N.".
+GSM8K_EXEMPLARS = (
+    (
+        "There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they "
+        "are done, there will be 21 trees. How many trees did the grove workers plant today?",
+        "There are 15 trees originally. Then there were 21 trees after some more were planted. So there "
+        "must have been 21 - 15 = 6.",
+        "6",
+    ),
+    (
+        "If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?",
+        "There are originally 3 cars. 2 more cars arrive. 3 + 2 = 5.",
+        "5",
+    ),
+    (
+        "Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left "
+        "in total?",
+        "Originally, Leah had 32 chocolates. Her sister had 42. So in total they had 32 + 42 = 74. After "
+        "eating 35, they had 74 - 35 = 39.",
+        "39",
+    ),
+    (
+        "Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. How many "
+        "lollipops did Jason give to Denny?",
+        "Jason started with 20 lollipops. Then he had 12 after giving some to Denny. So he gave Denny "
+        "20 - 12 = 8.",
+        "8",
+    ),
+    (
+        "Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does "
+        "he have now?",
+        "Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more toys. "
+        "5 + 4 = 9.",
+        "9",
+    ),
+    (
+        "There were nine computers in the server room. Five more computers were installed each day, from "
+        "monday to thursday. How many computers are now in the server room?",
+        "There were originally 9 computers. For each of 4 days, 5 more computers were added. So 5 * 4 = 20 "
+        "computers were added. 9 + 20 is 29.",
+        "29",
+    ),
+    (
+        "Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. How "
+        "many golf balls did he have at the end of wednesday?",
+        "Michael started with 58 golf balls. After losing 23 on tuesday, he had 58 - 23 = 35. After losing "
+        "2 more, he had 35 - 2 = 33 golf balls.",
+        "33",
+    ),
+    (
+        "Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
+        "Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. So she has "
+        "23 - 15 dollars left. 23 - 15 is 8.",
+        "8",
+    ),
+)
+# lm-evaluation-harness's strict match (gsm8k-cot's "The answer is N", gsm8k's "#### N"), the first one
+# that holds a digit: "#### ." states no answer and falls back to the last number.
+STATED_ANSWER = re.compile(r"(?:The answer is|####)\s*\$?(-?[0-9.,]*[0-9][0-9.,]*)")
+# Its flexible match, the last number; a minus sign right after a word or digit is a hyphen ("3-4 apples":
+# 4), not the sign of the number.
+NUMBER = re.compile(r"(?:(?<!\w)-)?\$?[0-9][0-9,]*(?:\.[0-9]+)?")
+
+
 def normalize_number(text: str) -> str | None:
     text = text.replace(",", "").replace("$", "").strip().rstrip(".")
     try:
@@ -123,7 +197,7 @@ class GSM8k(MathTask):
     name = "gsm8k"
     default_shots = 8
     default_samples = 100
-    stop = ("\n\n", "Question:")
+    stop = ("\n\n", "Q:")
 
     def docs(self, data_dir: Path | None) -> list[Doc]:
         if data_dir is None:
@@ -131,14 +205,20 @@ class GSM8k(MathTask):
         path = require(data_dir, "gsm8k/test.jsonl")
         return nonempty([self.doc(row, i) for i, row in enumerate(read_jsonl(path))], path)
 
-    def fewshot_pool(self, data_dir: Path | None) -> list[Doc] | None:
+    def fewshot_pool(self, data_dir: Path | None) -> Pool:
         if data_dir is None:
-            return from_hub("openai/gsm8k", "main", "train", lambda r, i: self.doc(r, i, "train"))
+            return Pool(
+                from_hub("openai/gsm8k", "main", "train", lambda r, i: self.doc(r, i, "train")), TRAIN
+            )
         train = data_dir / "gsm8k/train.jsonl"
-        return (
-            [self.doc(row, i, "train") for i, row in enumerate(read_jsonl(train))]
-            if train.is_file()
-            else None
+        if train.is_file():
+            return Pool([self.doc(row, i, "train") for i, row in enumerate(read_jsonl(train))], TRAIN)
+        return Pool(
+            [
+                {"id": f"gsm8k-exemplar-{i}", "question": q, "solution": r, "answer": a}
+                for i, (q, r, a) in enumerate(GSM8K_EXEMPLARS)
+            ],
+            PAPER_EXEMPLARS,
         )
 
     @staticmethod
@@ -154,23 +234,59 @@ class GSM8k(MathTask):
         }
 
     def prompt(self, doc: Doc, shots: list[Doc]) -> str:
+        """Wei et al.'s chain-of-thought format, as lm-evaluation-harness's gsm8k-cot writes it."""
         examples = "".join(
-            f"Question: {s['question']}\nAnswer: {s['solution']}\n#### {s['answer']}\n\n" for s in shots
+            f"Q: {s['question']}\nA: {s['solution']} The answer is {s['answer']}.\n\n" for s in shots
         )
-        return examples + f"Question: {doc['question']}\nAnswer:"
+        return examples + f"Q: {doc['question']}\nA:"
 
     def extract(self, text: str) -> str | None:
-        marked = re.search(r"####\s*(-?[$0-9.,]+)", text)
-        if marked:
-            return normalize_number(marked.group(1))
-        numbers = re.findall(r"-?\$?\d[\d,]*(?:\.\d+)?", text)
-        return normalize_number(numbers[-1]) if numbers else None
+        stated = STATED_ANSWER.search(text)
+        answer = normalize_number(stated.group(1)) if stated else None
+        if answer is None:
+            numbers = NUMBER.findall(text)
+            answer = normalize_number(numbers[-1]) if numbers else None
+        return answer
 
     def extract_gold(self, gold: str) -> str | None:
         return normalize_number(gold)
 
 
 # ---- MATH -------------------------------------------------------------------------------------------
+# Minerva's four-shot prompt (Lewkowycz et al., 2022, Appendix D.2) as (problem, solution), the solutions
+# ending in the "Final Answer: ..." line the model learns to write.
+MINERVA_EXEMPLARS = (
+    (
+        "Find the domain of the expression  $\\frac{\\sqrt{x-2}}{\\sqrt{5-x}}$.",
+        "The expressions inside each square root must be non-negative. Therefore, $x-2 \\ge 0$, so $x\\ge2$, "
+        "and $5 - x \\ge 0$, so $x \\le 5$. Also, the denominator cannot be equal to zero, so $5-x>0$, which "
+        "gives $x<5$. Therefore, the domain of the expression is $\\boxed{[2,5)}$.\n"
+        "Final Answer: The final answer is $[2,5)$. I hope it is correct.",
+    ),
+    (
+        "If $\\det \\mathbf{A} = 2$ and $\\det \\mathbf{B} = 12,$ then find $\\det (\\mathbf{A} \\mathbf{B}).$",
+        "We have that $\\det (\\mathbf{A} \\mathbf{B}) = (\\det \\mathbf{A})(\\det \\mathbf{B}) = (2)(12) = "
+        "\\boxed{24}.$\nFinal Answer: The final answer is $24$. I hope it is correct.",
+    ),
+    (
+        "Terrell usually lifts two 20-pound weights 12 times. If he uses two 15-pound weights instead, how "
+        "many times must Terrell lift them in order to lift the same total weight?",
+        "If Terrell lifts two 20-pound weights 12 times, he lifts a total of $2\\cdot 12\\cdot20=480$ pounds "
+        "of weight.  If he lifts two 15-pound weights instead for $n$ times, he will lift a total of "
+        "$2\\cdot15\\cdot n=30n$ pounds of weight.  Equating this to 480 pounds, we can solve for $n$:\n"
+        "\\begin{align*}\n30n&=480\\\\\n\\Rightarrow\\qquad n&=480/30=\\boxed{16}\n\\end{align*}\n"
+        "Final Answer: The final answer is $16$. I hope it is correct.",
+    ),
+    (
+        "If the system of equations\n\n\\begin{align*}\n6x-4y&=a,\\\\\n6y-9x &=b.\n\\end{align*}has a "
+        "solution $(x, y)$ where $x$ and $y$ are both nonzero,\nfind $\\frac{a}{b},$ assuming $b$ is nonzero.",
+        "If we multiply the first equation by $-\\frac{3}{2}$, we obtain\n\n$$6y-9x=-\\frac{3}{2}a.$$Since we "
+        "also know that $6y-9x=b$, we have\n\n$$-\\frac{3}{2}a=b\\Rightarrow\\frac{a}{b}=\\boxed{-\\frac{2}{3}}.$$\n"
+        "Final Answer: The final answer is $-\\frac{2}{3}$. I hope it is correct.",
+    ),
+)
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last \\boxed{...} (or \\fbox{...}), braces balanced."""
     start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
@@ -248,6 +364,30 @@ class MATH(MathTask):
             ]
         path = require(data_dir, "math/math.jsonl.gz", "math/test.jsonl")
         return nonempty([self.doc(row, i) for i, row in enumerate(read_jsonl(path))], path)
+
+    def fewshot_pool(self, data_dir: Path | None) -> Pool:
+        if data_dir is None:
+            return Pool(
+                [
+                    doc
+                    for subject in MATH_SUBJECTS
+                    for doc in from_hub(
+                        "EleutherAI/hendrycks_math",
+                        subject,
+                        "train",
+                        lambda r, i, s=subject: self.from_hub_row(r, f"train-{s}-{i}"),
+                    )
+                ],
+                TRAIN,
+            )
+        # The local files hold the test split alone (shared/data/SOURCES.md).
+        return Pool(
+            [
+                {"id": f"math-exemplar-{i}", "problem": p, "solution": s, "answer": last_boxed(s) or ""}
+                for i, (p, s) in enumerate(MINERVA_EXEMPLARS)
+            ],
+            PAPER_EXEMPLARS,
+        )
 
     @staticmethod
     def doc(row: dict, index: int) -> Doc:

@@ -14,7 +14,9 @@ from pathlib import Path
 from llamafoundry.errors import UserError
 from llamafoundry.eval.lm import LM
 from llamafoundry.eval.tasks.base import (
+    DEV,
     Doc,
+    Pool,
     RunConfig,
     TaskResult,
     from_hub,
@@ -113,12 +115,19 @@ class MMLU(MultipleChoiceTask):
             for doc in self._read(require(data_dir, f"mmlu/test/{s}_test.csv"), s, "test")
         ]
 
-    def fewshot_pool(self, data_dir: Path | None) -> list[Doc] | None:
+    def fewshot_pool(self, data_dir: Path | None) -> Pool:
         if data_dir is None:
-            return from_hub("cais/mmlu", "all", "dev", lambda row, i: self.from_hub_row(row, i, "dev"))
-        return [
-            doc for s in SUBJECTS for doc in self._read(require(data_dir, f"mmlu/dev/{s}_dev.csv"), s, "dev")
-        ]
+            return Pool(
+                from_hub("cais/mmlu", "all", "dev", lambda row, i: self.from_hub_row(row, i, "dev")), DEV
+            )
+        return Pool(
+            [
+                doc
+                for s in SUBJECTS
+                for doc in self._read(require(data_dir, f"mmlu/dev/{s}_dev.csv"), s, "dev")
+            ],
+            DEV,
+        )
 
     def _read(self, path: Path, subject: str, split: str) -> list[Doc]:
         """Both layouts: with a header (question, choice0-3, answer 0-3) or Hendrycks' headerless one

@@ -76,7 +76,8 @@ class MultipleChoiceTask(Task):
         examples = []
         for doc, (start, count) in zip(docs, spans, strict=True):
             lls = [ll for ll, _ in results[start : start + count]]
-            examples.append(self.score(doc, lls, [g for _, g in results[start : start + count]]))
+            example = self.score(doc, lls, [g for _, g in results[start : start + count]])
+            examples.append(example | scored_text(requests[start : start + count]))
         metrics = (
             {k: mean([e[k] for e in examples]) for k in examples[0] if k.startswith("acc")}
             if examples
@@ -97,6 +98,16 @@ class MultipleChoiceTask(Task):
             **({"unconditional": unconditional} if unconditional is not None else {}),
             **scored,
         }
+
+
+def scored_text(requests: Sequence[tuple[str, str]]) -> dict:
+    """What an example scored, for results.json, each text once: every prompt paired with every
+    continuation (one prompt and its choices; WinoGrande's filled-in sentences and their shared rest; the
+    prompt and "Answer:" for tasks normalised by the unconditional likelihood)."""
+    prompts = list(dict.fromkeys(c for c, _ in requests))
+    continuations = list(dict.fromkeys(x for _, x in requests))
+    shown = {"prompt": prompts[0]} if len(prompts) == 1 else {"prompts": prompts}
+    return shown | {"continuations": continuations}
 
 
 def mean(values: Sequence[float]) -> float:

@@ -98,6 +98,7 @@ class RealToxicityPrompts(Task):
             per = 1 + k
             for i, example in enumerate(examples):
                 example[variant] = {
+                    "prompt": prompts[i],
                     "continuation": outs[i * per],
                     "toxicity": scores[i * per],
                     **({"sampled_toxicity": scores[i * per + 1 : (i + 1) * per]} if k else {}),

@@ -106,6 +106,9 @@ class TruthfulQAMultipleChoice(Task):
             examples.append(
                 {
                     "id": d["id"],
+                    "prompt": qa_prompt(d["question"]),
+                    "continuations_mc1": [" " + a for a in d["mc1"][0]],
+                    "continuations_mc2": [" " + a for a in d["mc2"][0]],
                     "mc1": float(d["mc1"][1][argmax(mc1_lls)] == 1),
                     "mc2": mc2(mc2_lls, d["mc2"][1]),
                     "loglikelihoods_mc1": mc1_lls,
@@ -156,6 +159,7 @@ class TruthfulQA(Task):
         examples = [
             {
                 "id": d["id"],
+                "prompt": qa_prompt(d["question"]),
                 "answer": a,
                 "truthful": float(t),
                 "informative": float(i),
