@@ -106,6 +106,15 @@ def test_hellaswag_result_says_which_form_was_scored(tmp_path: Path, shared_data
     )
 
 
+def test_boolq_string_labels_are_read_as_written(shared_data: Path):
+    """The shared SuperGLUE copy writes labels as the strings "true"/"false" (2,033 and 1,237)."""
+    golds = [d["gold"] for d in TASKS["boolq"].docs(shared_data)]
+    assert (golds.count(1), golds.count(0)) == (2033, 1237)
+    assert TASKS["boolq"].doc({"question": "q", "passage": "p", "label": True}, 0)["gold"] == 1
+    with pytest.raises(UserError, match="label 'maybe'"):
+        TASKS["boolq"].doc({"question": "q", "passage": "p", "label": "maybe"}, 0)
+
+
 def test_winogrande_official_schema_gives_the_partial_scoring_docs(tmp_path: Path, shared_data: Path):
     """The official dev.jsonl (sentence with "_", option1/2, answer) becomes what the export holds."""
     partial = WinoGrande().docs(shared_data)[0]

@@ -184,8 +184,18 @@ class BoolQ(MultipleChoiceTask):
             "id": f"boolq-{row.get('idx', index)}",
             "query": f"{row['passage']}\nQuestion: {row['question']}?\nAnswer:",
             "choices": ["no", "yes"],
-            "gold": int(bool(label)),
+            "gold": BoolQ.gold(label, index),
         }
+
+    @staticmethod
+    def gold(label: bool | int | str, index: int) -> int:
+        """1 for yes: a JSON boolean, the hub's 0/1, or the strings "true"/"false" some SuperGLUE copies
+        hold (where bool("false") would be True)."""
+        if not isinstance(label, str):
+            return int(bool(label))
+        if label.strip().lower() not in ("true", "false"):
+            raise UserError(f"BoolQ row {index + 1} has label {label!r}; expected true or false")
+        return int(label.strip().lower() == "true")
 
 
 class ARC(MultipleChoiceTask):
