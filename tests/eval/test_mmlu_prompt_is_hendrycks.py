@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from llamafoundry.errors import UserError
 from llamafoundry.eval.tasks import TASKS
 from llamafoundry.eval.tasks.base import RunConfig
 
@@ -66,3 +67,12 @@ def test_mmlu_prompts_are_hendrycks_evaluate_py(subject: str, shared_data: Path,
         for letter in CHOICES
     ]
     assert lm.ll_requests == expected
+
+
+def test_more_mmlu_shots_than_dev_examples_is_a_user_error(shared_data: Path, scripted):
+    task = TASKS["mmlu"]
+    doc = task.docs(shared_data)[0]
+    with pytest.raises(UserError, match="6 shots asked but abstract_algebra has only 5 dev examples"):
+        task.evaluate(
+            scripted(score=lambda c, x: 0.0), [doc], task.fewshot_pool(shared_data), RunConfig(shots=6)
+        )
