@@ -172,3 +172,142 @@ def _winogender_row(row: dict, re) -> dict:
         "gender": gender,
         "label": int(answer),
     }
+
+
+# ---- lm-eval's own Table 3 task configs over the local files ---------------------------------------------
+# our task -> lm-eval's YAML (included whole: its prompts, choices, metrics and, for HellaSwag, its
+# `process_docs`); the local rows are converted to the hub's row shapes those YAMLs read.
+PAPER_TASK_YAMLS = {
+    "hellaswag": "hellaswag/hellaswag.yaml",
+    "arc_easy": "arc/arc_easy.yaml",
+    "arc_challenge": "arc/arc_challenge.yaml",
+    "piqa": "piqa/piqa.yaml",
+    "boolq": "super_glue/boolq/default.yaml",
+    "winogrande": "winogrande/default.yaml",
+    "openbookqa": "openbookqa/openbookqa.yaml",
+}
+
+
+def write_paper_task_configs(data_dir: str | os.PathLike, folder: str | os.PathLike) -> dict[str, str]:
+    """Configs that include lm-eval's own YAMLs of `PAPER_TASK_YAMLS` and read `data_dir`'s files (the ones
+    our tasks read, in the same order) converted to the hub's rows; returns {our task: their local task}."""
+    import lm_eval
+
+    data, folder = Path(data_dir).resolve(), Path(folder)
+    theirs = Path(lm_eval.__file__).parent / "tasks"
+    rows = _hub_rows(data)
+    names = {}
+    for task, include in PAPER_TASK_YAMLS.items():
+        fileio.write_text(folder / f"{task}.jsonl", "".join(json.dumps(r) + "\n" for r in rows[task]))
+        names[task] = f"local_paper_{task}"
+        config = {
+            "include": str(theirs / include),
+            "task": names[task],
+            "tag": [],
+            "dataset_path": "json",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": {"test": str(folder / f"{task}.jsonl")}},
+            "test_split": "test",
+            "validation_split": None,
+            "training_split": None,  # zero-shot: no few-shot split to load
+        }
+        fileio.write_text(folder / f"{names[task]}.yaml", json.dumps(config, indent=2) + "\n")
+    return names
+
+
+def _hub_rows(data: Path) -> dict[str, list[dict]]:
+    """The shared files' rows in the shapes of Rowan/hellaswag, allenai/ai2_arc, baber/piqa,
+    aps/super_glue boolq, allenai/winogrande and allenai/openbookqa."""
+    import csv
+    import gzip
+    import re
+
+    def jsonl(path: Path) -> list[dict]:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def arc(level: str) -> list[dict]:
+        return [
+            {
+                "id": r["id"],
+                "question": r["question"]["stem"],
+                "choices": {
+                    "text": [c["text"] for c in r["question"]["choices"]],
+                    "label": [c["label"] for c in r["question"]["choices"]],
+                },
+                "answerKey": r["answerKey"],
+            }
+            for r in jsonl(data / f"arc_{level.lower()}/ARC-{level}-Test.jsonl")
+        ]
+
+    labels = (data / "piqa/dev-labels.lst").read_text(encoding="utf-8").split()
+    with open(data / "openbookqa/test.tsv", encoding="utf-8", newline="") as f:
+        obqa = list(csv.DictReader(f, delimiter="\t"))
+    return {
+        "hellaswag": jsonl(data / "hellaswag/rowanz_jsonl_subset/hellaswag.jsonl"),
+        "arc_easy": arc("Easy"),
+        "arc_challenge": arc("Challenge"),
+        "piqa": [r | {"label": int(x)} for r, x in zip(jsonl(data / "piqa/dev.jsonl"), labels, strict=True)],
+        "boolq": [
+            r | {"label": {"false": 0, "true": 1}[r["label"]]} for r in jsonl(data / "boolq/val.jsonl.gz")
+        ],
+        "winogrande": [_winogrande_hub_row(r) for r in jsonl(data / "winogrande/winogrande.jsonl")],
+        "openbookqa": [_openbookqa_hub_row(r, re) for r in obqa],
+    }
+
+
+def _winogrande_hub_row(row: dict) -> dict:
+    """allenai/winogrande's shape from the partial-scoring export: the options' common prefix is the
+    sentence before the blank (lm-eval rebuilds exactly the export's contexts from it)."""
+    first, second = row["context_options"]
+    before = os.path.commonprefix([first, second])
+    return {
+        "sentence": f"{before}_ {row['continuation']}",
+        "option1": first[len(before) :],
+        "option2": second[len(before) :],
+        "answer": str(row["gold"] + 1),
+    }
+
+
+def _openbookqa_hub_row(row: dict, re) -> dict:
+    """allenai/openbookqa's shape from the release's TSV ("(A) text (B) text ...")."""
+    parts = re.split(r"\(([A-E])\) ", row["Choices"])[1:]
+    return {
+        "id": row["ID"],
+        "question_stem": row["Question Stem"],
+        "choices": {"text": [t.strip() for t in parts[1::2]], "label": parts[0::2]},
+        "answerKey": row["Answer Key"],
+    }
+
+
+def lm_eval_picks(model_dir: str | os.PathLike, folder: str | os.PathLike, names: dict[str, str], limit: int):
+    """Run lm-eval (its `--model llamafoundry` type, from our plugin) on the configs `names` maps to; returns
+    {our task: [{metric: (picked choice, its 0/1 score)}, ...]} per doc, in file order, for each metric
+    lm-eval reports."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    out = lm_eval.simple_evaluate(
+        model="llamafoundry",
+        model_args=f"pretrained={model_dir}",
+        tasks=list(names.values()),
+        limit=limit,
+        task_manager=TaskManager(include_path=str(folder)),
+        log_samples=True,
+    )
+    return {
+        task: [_picks(s) for s in sorted(out["samples"][name], key=lambda s: s["doc_id"])]
+        for task, name in names.items()
+    }
+
+
+def _picks(sample: dict) -> dict[str, tuple[int, float]]:
+    """The choice each of lm-eval's rules picked: acc the largest log-likelihood, acc_norm the largest per
+    character of the choice (the continuation less its one-space target delimiter)."""
+    lls = [float(r[0]) for r in sample["filtered_resps"]]
+    lengths = [len(continuation) - 1 for _, continuation in sample["arguments"]]
+    picks = {"acc": max(range(len(lls)), key=lambda i: (lls[i], -i))}
+    if "acc_norm" in sample:
+        picks["acc_norm"] = max(range(len(lls)), key=lambda i: (lls[i] / lengths[i], -i))
+    return {metric: (pick, float(sample[metric])) for metric, pick in picks.items()}

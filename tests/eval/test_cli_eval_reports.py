@@ -44,7 +44,8 @@ def test_eval_command_writes_json_and_markdown(model_folders, shared_data: Path,
     }
     assert boolq["metrics"]["acc_answer"] == sum(e["acc_answer"] for e in boolq["examples"]) / 6
     table = (out / "results.md").read_text()
-    assert "| boolq | 0 | acc_answer* | 6 |" in table and "| 76.5 | 78.1 | 83.1 | 85.3 | 60.5 |" in table
+    assert "| boolq | 0 | acc_answer* | 6 |" in table
+    assert "| 60.5 | 79.3 | 83.7 | 84.8 | 83.9 | 88.0 | 76.5 | 78.1 | 83.1 | 85.3 |" in table
     assert table in capsys.readouterr().out
 
 
@@ -111,14 +112,47 @@ def test_model_without_tokenizer_asks_for_one(tmp_path: Path, shared_data: Path,
     assert "--tokenizer" in capsys.readouterr().err
 
 
-def test_markdown_places_our_numbers_beside_the_papers():
+def test_markdown_places_our_numbers_beside_every_column_of_the_papers_tables():
     results = [
-        TaskResult("hellaswag", 0, {"acc": 0.25, "acc_norm": 0.5}, "acc_norm", [{}] * 4),
+        TaskResult(
+            "hellaswag", 0, {"acc": 0.25, "acc_norm": 0.5}, "acc_norm", [{}] * 4, details={"scored_form": "X"}
+        ),
         TaskResult("nq_open", 5, {"em": 0.125}, "em", [{}] * 8),
+        TaskResult("nq_open", 2, {"em": 0.25}, "em", [{}] * 8),
+        TaskResult("gsm8k", 8, {"acc": 0.1, "maj1@16": 0.2}, "acc", [{}] * 10),
+        TaskResult("math", 4, {"acc": 0.0, "maj1@256": 0.1}, "acc", [{}] * 10),
+        TaskResult("humaneval", 0, {"pass@1": 0.1, "pass@10 (T=0.8)": 0.3}, "pass@1", [{}] * 10),
         TaskResult("mmlu", 5, {"acc": 0.3}, "acc", [{}] * 10, groups={"STEM": {"acc": 0.4, "n": 5}}),
     ]
     table = report.markdown(results, "m")
-    assert "| hellaswag | 0 | acc_norm* | 4 | 50.0 | 76.1 | 79.2 | 82.8 | 84.2 | 78.9 |" in table
-    assert "| hellaswag | 0 | acc | 4 | 25.0 | - | - | - | - | - |" in table
-    assert "| nq_open | 5 | em* | 8 | 12.5 | 22.0 | 28.1 | 32.9 | 35.0 | - |" in table
-    assert "| mmlu | 5 | STEM | 5 | 40.0 | 30.5 | 35.8 | 46.0 | 51.7 | 36.7 |" in table
+    # Table 3: GPT-3, Gopher, Chinchilla, PaLM 62B, PaLM-cont 62B, PaLM 540B, then LLaMA.
+    assert (
+        "| task | shots | metric | n | ours | GPT-3 175B | Gopher 280B | Chinchilla 70B | PaLM 62B | "
+        "PaLM-cont 62B | PaLM 540B | LLaMA-7B | LLaMA-13B | LLaMA-33B | LLaMA-65B |"
+    ) in table
+    assert (
+        "| hellaswag | 0 | acc_norm* | 4 | 50.0 | 78.9 | 79.2 | 80.8 | 79.7 | 80.6 | 83.4 | 76.1 | 79.2 |"
+        in table
+    )
+    assert "| hellaswag | 0 | acc | 4 | 25.0 |" + " - |" * 10 in table
+    assert (
+        "| nq_open | 5 | em* | 8 | 12.5 | - | 24.5 | 31.5 | - | - | - | 22.0 | 28.1 | 32.9 | 35.0 |" in table
+    )
+    assert "| nq_open | 2 | em* | 8 | 25.0 |" + " - |" * 10 in table  # the paper has no 2-shot column
+    # Table 7: our k = 16 is not the paper's, so every number shows its own k (Minerva 540B voted over 40).
+    assert (
+        "| gsm8k | 8 | maj1@16 | 10 | 20.0 | - | - | - | 28.4 (maj1@100) | 68.5 (maj1@100) | 78.5 (maj1@40) | "
+        "18.1 (maj1@100) | 29.3 (maj1@100) | 53.1 (maj1@100) | 69.7 (maj1@100) |"
+    ) in table
+    assert (
+        "| math | 4 | maj1@256 | 10 | 10.0 | - | - | - | 25.4 | 43.4 | 50.3 (maj1@64) | 6.9 | 8.8 |" in table
+    )
+    # Table 8: LaMDA and PaLM-cont; our pass@10 at T=0.8 beside the paper's pass@100.
+    assert "| humaneval | 0 | pass@1* | 10 | 10.0 | 14.0 | 3.6 | 15.9 | 23.7 | 26.2 | 10.5 |" in table
+    assert "| humaneval | 0 | pass@10 (T=0.8) | 10 | 30.0 | 47.3 (pass@100) | 18.7 (pass@100) |" in table
+    # Table 9: GPT-NeoX to PaLM 540B, each domain.
+    assert (
+        "| mmlu | 5 | STEM | 5 | 40.0 | 34.9 | 36.7 | 47.4 | 54.9 | 23.8 | 41.9 | 55.6 | 30.5 | 35.8 |"
+        in table
+    )
+    assert "- hellaswag: X" in table

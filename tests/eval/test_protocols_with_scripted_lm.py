@@ -108,7 +108,7 @@ def test_mmlu_shots_come_from_the_same_subject_dev_split(shared_data: Path, scri
     task.evaluate(lm, [doc], pool, RunConfig(shots=5))
     context = lm.ll_requests[0][0]
     assert context.startswith(
-        "The following are multiple choice questions (with answers) about virology.\n\n"
+        "The following are multiple choice questions (with answers) about  virology.\n\n"  # Hendrycks: two spaces
     )
     assert context.count("\nAnswer:") == 6
     virology_dev = [d for d in pool if d["subject"] == "virology"]

@@ -11,6 +11,7 @@ import pytest
 
 from llamafoundry.errors import UserError
 from llamafoundry.eval.tasks import TASKS, resolve_tasks
+from llamafoundry.eval.tasks.base import RunConfig, read_lines
 from llamafoundry.eval.tasks.commonsense import HellaSwag, WinoGrande
 from llamafoundry.eval.tasks.mmlu import DOMAINS, MMLU
 
@@ -19,7 +20,7 @@ DOCUMENTED = {
     "boolq": (3270, None),
     "piqa": (1838, None),
     "siqa": (1954, None),
-    "hellaswag": (10042, None),
+    "hellaswag": (1000, None),  # the original-schema subset is preferred to the 10,042-task text export
     "winogrande": (1267, None),
     "arc_easy": (2376, 570),
     "arc_challenge": (1172, 299),
@@ -60,7 +61,9 @@ def test_task_loads_its_split(name: str, shared_data: Path):
 def test_hellaswag_readers_agree_on_shared_examples(shared_data: Path):
     """The llama.cpp text export and the original jsonl hold the same tasks with the same labels
     (the export strips WikiHow's [title]/[step] markers a little differently, so match on letters)."""
-    text = HellaSwag().docs(shared_data)  # the full text export is found first
+    text_path = shared_data / "hellaswag/hellaswag_val_full.txt.gz"
+    text = HellaSwag.from_text_export(read_lines(text_path), text_path)
+    assert len(text) == 10042
     subset_path = shared_data / "hellaswag/rowanz_jsonl_subset/hellaswag.jsonl"
     subset = [HellaSwag.from_row(json.loads(line), i) for i, line in enumerate(subset_path.open())]
     assert len(subset) == 1000
@@ -71,6 +74,45 @@ def test_hellaswag_readers_agree_on_shared_examples(shared_data: Path):
     by_key = {key(d): d for d in text}
     assert all(key(d) in by_key for d in subset)
     assert all(by_key[key(d)]["gold"] == d["gold"] for d in subset)
+
+
+def test_hellaswag_docs_are_lm_evals_process_docs(shared_data: Path):
+    """With the shared files, HellaSwag reads the original-schema rows, and every context, ending and label
+    is what lm-evaluation-harness's own `process_docs` (its `preprocess`) makes of them."""
+    import datasets
+    from lm_eval.tasks.hellaswag.utils import process_docs
+
+    path = shared_data / "hellaswag/rowanz_jsonl_subset/hellaswag.jsonl"
+    theirs = process_docs(datasets.Dataset.from_list([json.loads(line) for line in path.open()]))
+    ours = TASKS["hellaswag"].docs(shared_data)
+    assert [(d["query"], d["choices"], d["gold"]) for d in ours] == [
+        (t["query"], t["choices"], t["gold"]) for t in theirs
+    ]
+
+
+def test_hellaswag_result_says_which_form_was_scored(tmp_path: Path, shared_data: Path, scripted):
+    lm, config = scripted(score=lambda context, continuation: 0.0), RunConfig(limit=2)
+    result = TASKS["hellaswag"].run(lm, shared_data, config).to_dict()
+    assert result["scored_form"] == (
+        "hellaswag/rowanz_jsonl_subset/hellaswag.jsonl: original schema with lm-eval's preprocess"
+    )
+    (tmp_path / "hellaswag").mkdir()
+    (tmp_path / "hellaswag/hellaswag_val_full.txt.gz").symlink_to(
+        shared_data / "hellaswag/hellaswag_val_full.txt.gz"
+    )
+    export = TASKS["hellaswag"].run(lm, tmp_path, config).to_dict()
+    assert export["scored_form"].startswith(
+        "hellaswag/hellaswag_val_full.txt.gz: llama.cpp's text export, not"
+    )
+
+
+def test_boolq_string_labels_are_read_as_written(shared_data: Path):
+    """The shared SuperGLUE copy writes labels as the strings "true"/"false" (2,033 and 1,237)."""
+    golds = [d["gold"] for d in TASKS["boolq"].docs(shared_data)]
+    assert (golds.count(1), golds.count(0)) == (2033, 1237)
+    assert TASKS["boolq"].doc({"question": "q", "passage": "p", "label": True}, 0)["gold"] == 1
+    with pytest.raises(UserError, match="label 'maybe'"):
+        TASKS["boolq"].doc({"question": "q", "passage": "p", "label": "maybe"}, 0)
 
 
 def test_winogrande_official_schema_gives_the_partial_scoring_docs(tmp_path: Path, shared_data: Path):

@@ -1,59 +1,139 @@
 """Reports: a JSON file with every example's scores, and a markdown table beside the paper's numbers.
 
-Paper numbers are Touvron et al. (2023), Tables 3-9 (accuracy / exact match / pass@k in %); GPT-3 175B
-where the paper lists it. Section 5's tables (bias) compare other models, so they get a table of their
-own whose paper column names each model.
+Paper numbers are Touvron et al. (2023), Tables 3-9 (accuracy / exact match / pass@k in %), each table with
+every column it prints (GPT-3, Gopher, Chinchilla, PaLM, PaLM-cont, Minerva, LaMDA, GPT-NeoX, LLaMA); where
+our k (maj1@k, pass@k) is not the paper's, the paper's number is shown with its k. Section 5's tables (bias)
+compare other models, so they get a table of their own whose paper column names each model.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from llamafoundry import fileio
 from llamafoundry.eval.tasks.base import TaskResult
 
-MODELS = ("LLaMA-7B", "LLaMA-13B", "LLaMA-33B", "LLaMA-65B", "GPT-3")
-# (task, shots, metric) -> one number per MODELS entry.
-PAPER: dict[tuple[str, int, str], tuple[float | None, ...]] = {
-    # Table 3, zero-shot common sense reasoning.
-    ("boolq", 0, "acc_answer"): (76.5, 78.1, 83.1, 85.3, 60.5),
-    ("piqa", 0, "acc_norm"): (79.8, 80.1, 82.3, 82.8, 81.0),
-    ("siqa", 0, "acc_norm"): (48.9, 50.4, 50.4, 52.3, None),
-    ("hellaswag", 0, "acc_norm"): (76.1, 79.2, 82.8, 84.2, 78.9),
-    ("winogrande", 0, "acc"): (70.1, 73.0, 76.0, 77.0, 70.2),
-    ("arc_easy", 0, "acc_norm"): (72.8, 74.8, 80.0, 78.9, 68.8),
-    ("arc_challenge", 0, "acc_norm"): (47.6, 52.7, 57.8, 56.0, 51.4),
-    ("openbookqa", 0, "acc_answer"): (57.2, 56.4, 58.6, 60.2, 57.6),
-    # Tables 4 and 5, closed-book exact match.
-    ("nq_open", 0, "em"): (16.8, 20.1, 24.9, 23.8, 14.6),
-    ("nq_open", 1, "em"): (18.7, 23.4, 28.3, 31.0, 23.0),
-    ("nq_open", 5, "em"): (22.0, 28.1, 32.9, 35.0, None),
-    ("nq_open", 64, "em"): (26.1, 31.9, 36.0, 39.9, 29.9),
-    ("triviaqa", 0, "em"): (50.0, 56.6, 65.1, 68.2, None),
-    ("triviaqa", 1, "em"): (53.4, 60.5, 67.9, 71.6, None),
-    ("triviaqa", 5, "em"): (56.3, 63.1, 69.9, 72.6, None),
-    ("triviaqa", 64, "em"): (57.6, 64.0, 70.4, 73.0, None),
-    # Table 6, reading comprehension.
-    ("race_middle", 0, "acc_norm"): (61.1, 61.6, 64.1, 67.9, 58.4),
-    ("race_high", 0, "acc_norm"): (46.9, 47.2, 48.3, 51.6, 45.5),
-    # Table 7, quantitative reasoning.
-    ("gsm8k", 8, "acc"): (11.0, 17.8, 35.6, 50.9, None),
-    ("gsm8k", 8, "maj1@100"): (18.1, 29.3, 53.1, 69.7, None),
-    ("math", 4, "acc"): (2.9, 3.9, 7.1, 10.6, None),
-    ("math", 4, "maj1@256"): (6.9, 8.8, 15.2, 20.5, None),
-    # Table 8, code generation.
-    ("humaneval", 0, "pass@1"): (10.5, 15.8, 21.7, 23.7, None),
-    ("humaneval", 0, "pass@100"): (36.5, 52.5, 70.7, 79.3, None),
-    ("mbpp", 3, "pass@1"): (17.7, 22.0, 30.2, 37.7, None),
-    ("mbpp", 3, "pass@80"): (56.2, 64.0, 73.4, 76.8, None),
-    # Table 9, MMLU five-shot.
-    ("mmlu", 5, "acc"): (35.1, 46.9, 57.8, 63.4, 43.9),
-    ("mmlu", 5, "Humanities"): (34.0, 45.0, 55.8, 61.8, 40.8),
-    ("mmlu", 5, "STEM"): (30.5, 35.8, 46.0, 51.7, 36.7),
-    ("mmlu", 5, "Social Sciences"): (38.3, 53.8, 66.7, 72.9, 50.4),
-    ("mmlu", 5, "Other"): (38.1, 53.3, 63.4, 67.4, 48.8),
-}
+MODELS = ("LLaMA-7B", "LLaMA-13B", "LLaMA-33B", "LLaMA-65B")
+
+
+class At(NamedTuple):
+    """A paper number whose k differs from its row's (Minerva 540B voted over fewer samples)."""
+
+    value: float
+    k: int
+
+
+Cell = float | At | None
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    """One of the paper's Tables 3-9: every model column it prints, and its rows keyed (task, shots, metric)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: dict[tuple[str, int, str], tuple[Cell, ...]]
+    note: str = ""
+
+
+# Touvron et al. (2023), Tables 3-9, as printed (baselines' numbers are those the paper quotes).
+PAPER_TABLES = (
+    PaperTable(
+        "Table 3, zero-shot common sense reasoning",
+        ("GPT-3 175B", "Gopher 280B", "Chinchilla 70B", "PaLM 62B", "PaLM-cont 62B", "PaLM 540B", *MODELS),
+        {
+            ("boolq", 0, "acc_answer"): (60.5, 79.3, 83.7, 84.8, 83.9, 88.0, 76.5, 78.1, 83.1, 85.3),
+            ("piqa", 0, "acc_norm"): (81.0, 81.8, 81.8, 80.5, 81.4, 82.3, 79.8, 80.1, 82.3, 82.8),
+            ("siqa", 0, "acc_norm"): (None, 50.6, 51.3, None, None, None, 48.9, 50.4, 50.4, 52.3),
+            ("hellaswag", 0, "acc_norm"): (78.9, 79.2, 80.8, 79.7, 80.6, 83.4, 76.1, 79.2, 82.8, 84.2),
+            ("winogrande", 0, "acc"): (70.2, 70.1, 74.9, 77.0, 77.0, 81.1, 70.1, 73.0, 76.0, 77.0),
+            ("arc_easy", 0, "acc_norm"): (68.8, None, None, 75.2, None, 76.6, 72.8, 74.8, 80.0, 78.9),
+            ("arc_challenge", 0, "acc_norm"): (51.4, None, None, 52.5, None, 53.0, 47.6, 52.7, 57.8, 56.0),
+            ("openbookqa", 0, "acc_answer"): (57.6, None, None, 50.4, None, 53.4, 57.2, 56.4, 58.6, 60.2),
+        },
+    ),
+    PaperTable(
+        "Tables 4 and 5, closed-book exact match (TriviaQA: filtered dev set)",
+        ("GPT-3 175B", "Gopher 280B", "Chinchilla 70B", "PaLM 8B", "PaLM 62B", "PaLM 540B", *MODELS),
+        {
+            ("nq_open", 0, "em"): (14.6, 10.1, 16.6, 8.4, 18.1, 21.2, 16.8, 20.1, 24.9, 23.8),
+            ("nq_open", 1, "em"): (23.0, None, None, 10.6, 26.5, 29.3, 18.7, 23.4, 28.3, 31.0),
+            ("nq_open", 5, "em"): (None, 24.5, 31.5, None, None, None, 22.0, 28.1, 32.9, 35.0),
+            ("nq_open", 64, "em"): (29.9, 28.2, 35.5, 14.6, 27.6, 39.6, 26.1, 31.9, 36.0, 39.9),
+            ("triviaqa", 0, "em"): (None, 43.5, 55.4, None, None, None, 50.0, 56.6, 65.1, 68.2),
+            ("triviaqa", 1, "em"): (None, None, None, None, None, None, 53.4, 60.5, 67.9, 71.6),
+            ("triviaqa", 5, "em"): (None, 57.0, 64.1, None, None, None, 56.3, 63.1, 69.9, 72.6),
+            ("triviaqa", 64, "em"): (None, 57.2, 64.6, None, None, None, 57.6, 64.0, 70.4, 73.0),
+        },
+    ),
+    PaperTable(
+        "Table 6, reading comprehension, zero-shot",
+        ("GPT-3 175B", "PaLM 8B", "PaLM 62B", "PaLM 540B", *MODELS),
+        {
+            ("race_middle", 0, "acc_norm"): (58.4, 57.9, 64.3, 68.1, 61.1, 61.6, 64.1, 67.9),
+            ("race_high", 0, "acc_norm"): (45.5, 42.3, 47.5, 49.1, 46.9, 47.2, 48.3, 51.6),
+        },
+    ),
+    PaperTable(
+        "Table 7, quantitative reasoning",
+        ("PaLM 8B", "PaLM 62B", "PaLM 540B", "Minerva 8B", "Minerva 62B", "Minerva 540B", *MODELS),
+        {
+            ("math", 4, "acc"): (1.5, 4.4, 8.8, 14.1, 27.6, 33.6, 2.9, 3.9, 7.1, 10.6),
+            ("math", 4, "maj1@256"): (None, None, None, 25.4, 43.4, At(50.3, 64), 6.9, 8.8, 15.2, 20.5),
+            ("gsm8k", 8, "acc"): (4.1, 33.0, 56.5, 16.2, 52.4, 68.5, 11.0, 17.8, 35.6, 50.9),
+            ("gsm8k", 8, "maj1@100"): (None, None, None, 28.4, 68.5, At(78.5, 40), 18.1, 29.3, 53.1, 69.7),
+        },
+    ),
+    PaperTable(
+        "Table 8, code generation (pass@1 at temperature 0.1, pass@100 and pass@80 at 0.8)",
+        ("LaMDA 137B", "PaLM 8B", "PaLM 62B", "PaLM-cont 62B", "PaLM 540B", *MODELS),
+        {
+            ("humaneval", 0, "pass@1"): (14.0, 3.6, 15.9, 23.7, 26.2, 10.5, 15.8, 21.7, 23.7),
+            ("humaneval", 0, "pass@100"): (47.3, 18.7, 46.3, None, 76.2, 36.5, 52.5, 70.7, 79.3),
+            ("mbpp", 3, "pass@1"): (14.8, 5.0, 21.4, 31.2, 36.8, 17.7, 22.0, 30.2, 37.7),
+            ("mbpp", 3, "pass@80"): (62.4, 35.7, 63.2, None, 75.0, 56.2, 64.0, 73.4, 76.8),
+        },
+        "PaLM 8B's numbers and PaLM 62B's pass@100 and pass@80 were read from figures in Chowdhery et al. (2022).",
+    ),
+    PaperTable(
+        "Table 9, MMLU five-shot",
+        (
+            "GPT-NeoX 20B",
+            "GPT-3 175B",
+            "Gopher 280B",
+            "Chinchilla 70B",
+            "PaLM 8B",
+            "PaLM 62B",
+            "PaLM 540B",
+            *MODELS,
+        ),
+        {
+            ("mmlu", 5, "acc"): (33.6, 43.9, 60.0, 67.5, 25.4, 53.7, 69.3, 35.1, 46.9, 57.8, 63.4),
+            ("mmlu", 5, "Humanities"): (29.8, 40.8, 56.2, 63.6, 25.6, 59.5, 77.0, 34.0, 45.0, 55.8, 61.8),
+            ("mmlu", 5, "STEM"): (34.9, 36.7, 47.4, 54.9, 23.8, 41.9, 55.6, 30.5, 35.8, 46.0, 51.7),
+            ("mmlu", 5, "Social Sciences"): (
+                33.7,
+                50.4,
+                71.9,
+                79.3,
+                24.1,
+                62.7,
+                81.0,
+                38.3,
+                53.8,
+                66.7,
+                72.9,
+            ),
+            ("mmlu", 5, "Other"): (37.7, 48.8, 66.1, 73.9, 27.8, 55.8, 69.6, 38.1, 53.3, 63.4, 67.4),
+        },
+    ),
+)
+NOT_IN_PAPER = PaperTable("Tasks outside Tables 3-9", (), {})
+SAMPLED = re.compile(r"(maj1|pass)@(\d+)")  # a metric over k samples: maj1@k, pass@k, "pass@k (T=0.8)"
 
 
 # Tables 11-14: (task, metric or group) -> {model: number}.
@@ -127,6 +207,9 @@ def markdown(results: Sequence[TaskResult], model: str) -> str:
     sources = _fewshot_sources(results)
     if sources:
         parts.append(sources)
+    scored = [f"- {r.task}: {r.details['scored_form']}" for r in results if "scored_form" in r.details]
+    if scored:
+        parts.append("\n".join(["Data scored:", "", *scored]) + "\n")
     failed = [f"- {r.task} ({r.shots}-shot) did not run: {r.error}" for r in results if r.error]
     if failed:
         parts.append("\n".join(["Failed:", "", *failed]) + "\n")
@@ -134,19 +217,36 @@ def markdown(results: Sequence[TaskResult], model: str) -> str:
 
 
 def _benchmark_table(results: Sequence[TaskResult], model: str) -> str:
-    lines = [
-        f"Evaluation of `{model}` (ours) beside Touvron et al. (2023), Tables 3-9.",
-        "",
-        "| task | shots | metric | n | ours | " + " | ".join(MODELS) + " |",
-        "|---|---|---|---|---|" + "---|" * len(MODELS),
-    ]
+    """One table per paper table our tasks fall in, with its columns; tasks in none get a table of their own."""
     paper_metrics = {(r.task, r.shots): r.paper_metric for r in results}
-    for task, shots, metric, value, n in rows(results):
-        paper = PAPER.get((task, shots, metric))
+    table_of = {task: table for table in PAPER_TABLES for task, _, _ in table.rows}
+    parts = []
+    for table in (*PAPER_TABLES, NOT_IN_PAPER):
+        mine = [row for row in rows(results) if table_of.get(row[0], NOT_IN_PAPER) is table]
+        if mine:
+            parts.append(_paper_table(table, mine, paper_metrics, model))
+    return "\n".join(parts)
+
+
+def _paper_table(
+    table: PaperTable,
+    ours: Sequence[tuple[str, int, str, float, int]],
+    paper_metrics: dict[tuple[str, int], str],
+    model: str,
+) -> str:
+    lines = [
+        f"{table.title}: `{model}` (ours)" + (" beside Touvron et al. (2023)." if table.columns else "."),
+        *([table.note] if table.note else []),
+        "",
+        "| task | shots | metric | n | ours |" + "".join(f" {c} |" for c in table.columns),
+        "|---|---|---|---|---|" + "---|" * len(table.columns),
+    ]
+    for task, shots, metric, value, n in ours:
         mark = "*" if paper_metrics[(task, shots)] == metric else ""
-        cells = [f"{v:.1f}" if v is not None else "-" for v in paper] if paper else ["-"] * len(MODELS)
+        cells = paper_cells(table, task, shots, metric)
         lines.append(
-            f"| {task} | {shots} | {metric}{mark} | {n} | {100 * value:.1f} | " + " | ".join(cells) + " |"
+            f"| {task} | {shots} | {metric}{mark} | {n} | {100 * value:.1f} |"
+            + "".join(f" {c} |" for c in cells)
         )
     return "\n".join(lines) + "\n"
 
@@ -155,6 +255,50 @@ def _fewshot_sources(results: Sequence[TaskResult]) -> str:
     """Where each few-shot run took its examples from (zero-shot runs have none); "" when none did."""
     lines = [f"- {r.task} ({r.shots}-shot): {r.fewshot_source}" for r in results if r.fewshot_source]
     return "\n".join(["Few-shot examples from:", "", *lines]) + "\n" if lines else ""
+
+
+def paper_cells(table: PaperTable, task: str, shots: int, metric: str) -> list[str]:
+    """The paper's numbers for our (task, shots, metric), one per column of `table` ("-" where it has none),
+    each with the paper's k where that is not ours."""
+    key = _paper_key(table, task, shots, metric)
+    if key is None:
+        return ["-"] * len(table.columns)
+    return [_cell(cell, key[2], _k(metric)) for cell in table.rows[key]]
+
+
+def _paper_key(table: PaperTable, task: str, shots: int, metric: str) -> tuple[str, int, str] | None:
+    """The paper's row for our metric: the same one, else for a metric over k samples the paper's row of
+    that kind (maj1@k; pass@k > 1, sampled at temperature 0.8 like our "(T=0.8)" rows)."""
+    if (task, shots, metric) in table.rows:
+        return (task, shots, metric)
+    ours = SAMPLED.match(metric)
+    if ours is None or (ours[1] == "pass" and not metric.endswith("(T=0.8)")):
+        return None
+    return next(
+        (
+            key
+            for key in table.rows
+            if key[:2] == (task, shots)
+            and (theirs := SAMPLED.fullmatch(key[2]))
+            and theirs[1] == ours[1]
+            and int(theirs[2]) > 1
+        ),
+        None,
+    )
+
+
+def _k(metric: str) -> int | None:
+    sampled = SAMPLED.match(metric)
+    return int(sampled[2]) if sampled else None
+
+
+def _cell(cell: Cell, paper_metric: str, ours_k: int | None) -> str:
+    if cell is None:
+        return "-"
+    value, k = (cell.value, cell.k) if isinstance(cell, At) else (cell, _k(paper_metric))
+    if k == ours_k:
+        return f"{value:.1f}"
+    return f"{value:.1f} ({SAMPLED.match(paper_metric)[1]}@{k})"
 
 
 def _section_5_table(results: Sequence[TaskResult], model: str) -> str:

@@ -11,11 +11,14 @@ import re
 from pathlib import Path
 
 from llamafoundry.errors import UserError
+from llamafoundry.eval.lm import LM
 from llamafoundry.eval.tasks.base import (
     DEV,
     TRAIN,
     Doc,
     Pool,
+    RunConfig,
+    TaskResult,
     from_hub,
     nonempty,
     read_csv,
@@ -34,14 +37,21 @@ def hellaswag_preprocess(text: str) -> str:
 
 
 class HellaSwag(MultipleChoiceTask):
-    """Zellers et al. (2019), validation split, 10,042 contexts with four endings."""
+    """Zellers et al. (2019), validation split, 10,042 contexts with four endings.
+
+    Rows in the original schema (the hub's, rowanz's jsonl) are preferred: lm-evaluation-harness's
+    `process_docs` builds the prompt from their fields (ctx_a + " " + ctx_b capitalised, then its
+    `preprocess`). llama.cpp's text export has only the joined context, so ctx_b keeps its lower case there
+    and most prompts differ from lm-eval's; it is read only when no original-schema file is present, and
+    the result's `scored_form` says which form was scored.
+    """
 
     name = "hellaswag"
     files = (
         "hellaswag/hellaswag_val.jsonl",
+        "hellaswag/rowanz_jsonl_subset/hellaswag.jsonl",
         "hellaswag/hellaswag_val_full.txt.gz",
         "hellaswag/hellaswag_val_full.txt",
-        "hellaswag/rowanz_jsonl_subset/hellaswag.jsonl",
     )
 
     def docs(self, data_dir: Path | None) -> list[Doc]:
@@ -51,6 +61,23 @@ class HellaSwag(MultipleChoiceTask):
         if ".txt" in path.name:
             return nonempty(self.from_text_export(read_lines(path), path), path)
         return nonempty([self.from_row(row, i) for i, row in enumerate(read_jsonl(path))], path)
+
+    def run(self, lm: LM, data_dir: Path | None, config: RunConfig) -> TaskResult:
+        result = super().run(lm, data_dir, config)
+        result.details["scored_form"] = self.scored_form(data_dir)
+        return result
+
+    def scored_form(self, data_dir: Path | None) -> str:
+        """Which rows `docs` reads and how their prompts are built, in words for results.json/results.md."""
+        if data_dir is None:
+            return "Rowan/hellaswag (hub), original schema with lm-eval's preprocess"
+        path = require(data_dir, *self.files)
+        if ".txt" in path.name:
+            return (
+                f"{path.relative_to(data_dir)}: llama.cpp's text export, not lm-eval's preprocess "
+                "(ctx_b is not capitalised); add an original-schema jsonl to match lm-eval"
+            )
+        return f"{path.relative_to(data_dir)}: original schema with lm-eval's preprocess"
 
     @staticmethod
     def from_row(row: dict, index: int) -> Doc:
@@ -160,8 +187,18 @@ class BoolQ(MultipleChoiceTask):
             "id": f"boolq-{row.get('idx', index)}",
             "query": f"{row['passage']}\nQuestion: {row['question']}?\nAnswer:",
             "choices": ["no", "yes"],
-            "gold": int(bool(label)),
+            "gold": BoolQ.gold(label, index),
         }
+
+    @staticmethod
+    def gold(label: bool | int | str, index: int) -> int:
+        """1 for yes: a JSON boolean, the hub's 0/1, or the strings "true"/"false" some SuperGLUE copies
+        hold (where bool("false") would be True)."""
+        if not isinstance(label, str):
+            return int(bool(label))
+        if label.strip().lower() not in ("true", "false"):
+            raise UserError(f"BoolQ row {index + 1} has label {label!r}; expected true or false")
+        return int(label.strip().lower() == "true")
 
 
 class ARC(MultipleChoiceTask):

@@ -1,7 +1,10 @@
 """Massive Multitask Language Understanding (Hendrycks et al., 2021), 5-shot (Sec. 3.6, Tables 9 and 16).
 
-57 subjects; each question's few-shot examples come from the same subject's dev split (five per
-subject). Hendrycks' prompt: a line naming the subject, then "question / A. .. D. / Answer: X" blocks.
+57 subjects; each question's few-shot examples are the first ones of the same subject's dev split, in
+the file's order (five per subject), as Hendrycks' evaluate.py takes `dev_df[:k]`. The prompt is that
+script's, character for character: `gen_prompt`'s header (its `format_subject` puts a space before every
+word, so "about  abstract algebra" has two), then `format_example` blocks "question / A. .. D. / Answer: X"
+(the question as the file has it, not stripped), and the letter is scored as " A" .. " D".
 Accuracy is reported overall and per domain (humanities, STEM, social sciences, other), averaged over
 questions as Hendrycks' evaluate.py does.
 """
@@ -23,7 +26,6 @@ from llamafoundry.eval.tasks.base import (
     limit_docs,
     read_csv,
     require,
-    sample_shots,
 )
 from llamafoundry.eval.tasks.multiple_choice import MultipleChoiceTask, mean
 
@@ -99,6 +101,12 @@ SUBJECTS = sorted(s for subjects in DOMAINS.values() for s in subjects)
 DOMAIN_OF = {s: domain for domain, subjects in DOMAINS.items() for s in subjects}
 
 
+def format_subject(subject: str) -> str:
+    """Hendrycks' `format_subject`: every word of the file name after a space ("abstract_algebra" ->
+    " abstract algebra"), which the header's "about {}" follows with its own space."""
+    return "".join(" " + word for word in subject.split("_"))
+
+
 class MMLU(MultipleChoiceTask):
     """Hendrycks et al. (2021), test split (14,042 questions in 57 subjects), 5-shot from each subject's dev."""
 
@@ -156,7 +164,7 @@ class MMLU(MultipleChoiceTask):
     @staticmethod
     def doc(doc_id: str, subject: str, question: str, choices: list[str], gold: int) -> Doc:
         block = (
-            question.strip()
+            question
             + "".join(f"\n{letter}. {c}" for letter, c in zip(LETTERS, choices, strict=True))
             + "\nAnswer:"
         )
@@ -180,15 +188,17 @@ class MMLU(MultipleChoiceTask):
         ]
 
     def header(self, doc: Doc) -> str:
-        return f"The following are multiple choice questions (with answers) about {doc['subject'].replace('_', ' ')}.\n\n"
+        return f"The following are multiple choice questions (with answers) about {format_subject(doc['subject'])}.\n\n"
 
     def prefix(self, doc: Doc, pool: list[Doc], config: RunConfig) -> str:
-        same_subject = [d for d in pool if d["subject"] == doc["subject"]]
-        shots = (
-            sample_shots(same_subject, self.shots(config), config.seed, doc["id"])
-            if self.shots(config)
-            else []
-        )
+        """The header and the subject's first `shots` dev examples in dev order (the same for every question)."""
+        same_subject = [d for d in pool if d["subject"] == doc["subject"] and d["id"] != doc["id"]]
+        if self.shots(config) > len(same_subject):
+            raise UserError(
+                f"{self.shots(config)} shots asked but {doc['subject']} has only {len(same_subject)} "
+                "dev examples; use fewer --shots"
+            )
+        shots = same_subject[: self.shots(config)]
         return self.header(doc) + "".join(self.shot_text(s) + "\n\n" for s in shots)
 
     def evaluate(self, lm: LM, docs: list[Doc], pool: list[Doc], config: RunConfig) -> TaskResult:
