@@ -19,7 +19,6 @@ from pathlib import Path
 from llamafoundry.eval.lm import LM
 from llamafoundry.eval.tasks.base import (
     PAPER_EXEMPLARS,
-    TRAIN,
     Doc,
     Pool,
     RunConfig,
@@ -206,13 +205,8 @@ class GSM8k(MathTask):
         return nonempty([self.doc(row, i) for i, row in enumerate(read_jsonl(path))], path)
 
     def fewshot_pool(self, data_dir: Path | None) -> Pool:
-        if data_dir is None:
-            return Pool(
-                from_hub("openai/gsm8k", "main", "train", lambda r, i: self.doc(r, i, "train")), TRAIN
-            )
-        train = data_dir / "gsm8k/train.jsonl"
-        if train.is_file():
-            return Pool([self.doc(row, i, "train") for i, row in enumerate(read_jsonl(train))], TRAIN)
+        # The paper's protocol (Minerva's, which LLaMA follows) prompts with Wei et al.'s fixed eight, as
+        # lm-eval's gsm8k-cot does; draws from the train split would be another protocol.
         return Pool(
             [
                 {"id": f"gsm8k-exemplar-{i}", "question": q, "solution": r, "answer": a}
@@ -222,12 +216,12 @@ class GSM8k(MathTask):
         )
 
     @staticmethod
-    def doc(row: dict, index: int, split: str = "test") -> Doc:
+    def doc(row: dict, index: int) -> Doc:
         solution, _, final = row["answer"].rpartition("####")
         # The calculator annotations <<48/2=24>> are training aids, not text a model should imitate.
         solution = re.sub(r"<<.*?>>", "", solution).strip()
         return {
-            "id": f"gsm8k-{split}-{index}",
+            "id": f"gsm8k-test-{index}",
             "question": row["question"].strip(),
             "solution": solution,
             "answer": final.strip(),
@@ -366,21 +360,7 @@ class MATH(MathTask):
         return nonempty([self.doc(row, i) for i, row in enumerate(read_jsonl(path))], path)
 
     def fewshot_pool(self, data_dir: Path | None) -> Pool:
-        if data_dir is None:
-            return Pool(
-                [
-                    doc
-                    for subject in MATH_SUBJECTS
-                    for doc in from_hub(
-                        "EleutherAI/hendrycks_math",
-                        subject,
-                        "train",
-                        lambda r, i, s=subject: self.from_hub_row(r, f"train-{s}-{i}"),
-                    )
-                ],
-                TRAIN,
-            )
-        # The local files hold the test split alone (shared/data/SOURCES.md).
+        # Minerva's 4-shot prompt, the paper's protocol for MATH, from the hub or local files alike.
         return Pool(
             [
                 {"id": f"math-exemplar-{i}", "problem": p, "solution": s, "answer": last_boxed(s) or ""}
