@@ -193,12 +193,17 @@ def time_model(
         per_token = max(per_token, (time.perf_counter() - start) / tokens)
     if not prompts:
         return per_token, 0.0
+    lm.generate([(prompts[0], SamplingParams(1))])  # warm-up
+    # Two batches that differ only in their steps: the difference is the steps alone, without the prefill.
+    short = _generate_seconds(lm, prompts, rows, 1)
+    return per_token, max(0.0, _generate_seconds(lm, prompts, rows, 1 + steps) - short) / steps
+
+
+def _generate_seconds(lm: LM, prompts: Sequence[str], rows: int, steps: int) -> float:
     batch = [(p, SamplingParams(steps, ignore_eos=True)) for p in (list(prompts) * rows)[:rows]]
-    lm.generate(batch[:1])
     start = time.perf_counter()
     lm.generate(batch)
-    prefill = per_token * sum(count_tokens(lm, [p for p, _ in batch]))
-    return per_token, max(0.0, time.perf_counter() - start - prefill) / steps
+    return time.perf_counter() - start
 
 
 def duration(seconds: float) -> str:
