@@ -164,10 +164,13 @@ def export(
     dtype: str | torch.dtype | None = None,
     shards: int = 1,
     overwrite: bool = False,
+    name: str | None = None,
+    progress: bool = False,
 ) -> Path:
     """Write `model` as a folder of `format`: 'native', 'meta' (`shards` model-parallel files) or 'hf';
-    or as llama.cpp's single file, 'gguf', whose `dtype` may also be 'f32', 'f16' or 'q8_0'. What is at
-    `folder` already is replaced only with `overwrite`, and only an output of ours (`check_export`)."""
+    or as llama.cpp's single file, 'gguf', whose `dtype` may also be 'f32', 'f16' or 'q8_0' and whose
+    general.name is `name` (default: the file's). What is at `folder` already is replaced only with
+    `overwrite`, and only an output of ours (`check_export`). `progress` shows a bar of the tensors."""
     _check_vocab(tokenizer, model.cfg, "pass the tokenizer the model was trained with")
     if format != "native" and getattr(model, "quantization", None) is not None:
         raise UserError(
@@ -179,15 +182,17 @@ def export(
             from llamafoundry.checkpoint.gguf import save_gguf  # the gguf package is needed only here
         except ImportError:
             raise UserError("GGUF export needs the gguf package: pip install 'llamafoundry[gguf]'") from None
-        name = dtype if isinstance(dtype, str | None) else str(dtype).removeprefix("torch.")
-        return save_gguf(folder, model, tokenizer, name, overwrite=overwrite)
+        kind = dtype if isinstance(dtype, str | None) else str(dtype).removeprefix("torch.")
+        return save_gguf(folder, model, tokenizer, kind, name, overwrite=overwrite, progress=progress)
     torch_dtype = parse_dtype(dtype)
     if format == "native":
-        return save_native(folder, model, tokenizer, torch_dtype, overwrite=overwrite)
+        return save_native(folder, model, tokenizer, torch_dtype, overwrite=overwrite, progress=progress)
     if format == "meta":
-        return save_meta(folder, model, tokenizer, shards, torch_dtype, overwrite=overwrite)
+        return save_meta(
+            folder, model, tokenizer, shards, torch_dtype, overwrite=overwrite, progress=progress
+        )
     if format == "hf":
-        return save_hf(folder, model, tokenizer, torch_dtype, overwrite=overwrite)
+        return save_hf(folder, model, tokenizer, torch_dtype, overwrite=overwrite, progress=progress)
     raise UserError(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
 
 

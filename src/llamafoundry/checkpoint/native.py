@@ -15,7 +15,13 @@ import torch
 from safetensors.torch import save_file
 
 from llamafoundry import __version__, fileio
-from llamafoundry.checkpoint.common import build_model, load_tokenizer_if_present, read_json, read_safetensors
+from llamafoundry.checkpoint.common import (
+    build_model,
+    load_tokenizer_if_present,
+    model_tensors,
+    read_json,
+    read_safetensors,
+)
 from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
@@ -47,15 +53,17 @@ def save_native(
     *,
     overwrite: bool = False,
     extra_json: dict[str, dict] | None = None,
+    progress: bool = False,
 ) -> Path:
     """Write `model` (and its tokenizer) as a native folder, atomically: all of it or nothing.
 
     `dtype` converts the floating-point tensors; a quantized model's integer weights stay as they are.
-    `extra_json` adds JSON files by name (a chat template's tokenizer files). An existing folder is
-    replaced only with `overwrite`, and only an output of ours (`fileio.check_output`).
+    A tied model stores its embedding table once. `extra_json` adds JSON files by name (a chat template's
+    tokenizer files). An existing folder is replaced only with `overwrite`, and only an output of ours
+    (`fileio.check_output`). `progress` shows a bar of the tensors.
     """
     folder = Path(folder)
-    state = {name: _stored(t, dtype) for name, t in model.state_dict().items()}
+    state = {name: _stored(t, dtype) for name, t in model_tensors(model, progress=progress)}
     meta = {"format": FORMAT, "llamafoundry_version": __version__, "model": model.cfg.to_dict()}
     quantization = getattr(model, "quantization", None)
     if quantization is not None:
