@@ -54,6 +54,11 @@ def plan_layout(pcfg: ParallelSection, cfg: ModelConfig, runtime: Runtime) -> La
         raise UserError(f"parallel.dp_shard {dp} x parallel.tp {tp} must equal the {world} ranks of this job")
     if cfg.n_heads % tp or cfg.kv_heads % tp:
         raise UserError(f"parallel.tp {tp} must divide n_heads {cfg.n_heads} and n_kv_heads {cfg.kv_heads}")
+    if tp > 1 and cfg.tie_embeddings:
+        raise UserError(
+            "parallel.tp > 1 is not supported for a model with tied embeddings (model.tie_embeddings): "
+            "the embedding and output layers shard one table differently; use parallel.tp 1 (FSDP)"
+        )
     if not runtime.distributed:
         return Layout(0, 1, 1, None)
     mesh = init_device_mesh(runtime.device.type, (dp, tp), mesh_dim_names=("dp_shard", "tp"))
@@ -235,15 +240,14 @@ def gather_model(model: nn.Module, cfg: ModelConfig) -> Transformer | None:
     """A plain Transformer with the full weights on CPU (on rank 0; None on other ranks). Collective."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+    from llamafoundry.checkpoint.common import build_model
+
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_model_state_dict(model, options=options)
     if not is_rank0():
         return None
-    with torch.device("meta"):
-        plain = Transformer(cfg)
-    plain.load_state_dict({k: v.detach().clone() for k, v in state.items()}, assign=True)
-    plain.reset_rope()
-    return plain.eval()
+    # build_model ties a tied model's table to its output again (a state dict holds it twice).
+    return build_model(cfg, {k: v.detach().clone() for k, v in state.items()}, "the trained model").eval()
 
 
 def load_weights(model: nn.Module, cfg: ModelConfig, state: dict[str, torch.Tensor], where: str) -> None:
