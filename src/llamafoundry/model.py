@@ -239,10 +239,12 @@ class Transformer(nn.Module):
         self.reset_rope()
 
     def reset_rope(self) -> None:
-        """(Re)compute the rotary tables on the device of the weights, in float32."""
+        """(Re)compute the rotary tables on the device of the weights, in float32 (computed on the CPU;
+        a model on the meta device, a shape without memory, gets tables of shapes alone)."""
         cfg = self.cfg
-        cos, sin = precompute_freqs_cis(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, cfg.rope_scaling)
         device = self.tok_embeddings.weight.device
+        with torch.device("meta" if device.type == "meta" else "cpu"):
+            cos, sin = precompute_freqs_cis(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, cfg.rope_scaling)
         self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Transformer:

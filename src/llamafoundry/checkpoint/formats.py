@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,12 +76,13 @@ def load_model(
 
     `tokenizer` (a tokenizer.model path, or a Tokenizer) replaces or supplies the folder's; `quantize`
     ('int8', 'int4' or a QuantConfig) quantizes a floating-point model after loading; `max_seq_len`
-    sets the context where the source lacks it or should be cut.
+    sets the context where the source lacks it or should be cut. A preset on `device="meta"` is its
+    shape alone: no memory for weights.
     """
     torch_dtype = parse_dtype(dtype)
     name = str(path_or_preset)
     if not Path(name).exists() and name in PRESETS:
-        model, tok, cfg = _from_preset(name, torch_dtype, max_seq_len, seed)
+        model, tok, cfg = _from_preset(name, torch_dtype, max_seq_len, seed, device)
     else:
         model, tok, cfg = _from_path(Path(name), torch_dtype, max_seq_len)
     if tokenizer is not None:
@@ -95,12 +97,19 @@ def load_model(
 
 
 def _from_preset(
-    name: str, dtype: torch.dtype | None, max_seq_len: int | None, seed: int
+    name: str,
+    dtype: torch.dtype | None,
+    max_seq_len: int | None,
+    seed: int,
+    device: str | torch.device | None,
 ) -> tuple[Transformer, None, ModelConfig]:
+    """A preset's model, seeded; on the meta device (`device="meta"`) a shape without weights, built
+    there at once: llama-65b in fp32 would take 260 GB."""
     cfg = get_preset(name)
     if max_seq_len is not None:
         cfg = cfg.replace(max_seq_len=max_seq_len)
-    with torch.random.fork_rng(devices=[]):
+    meta = device is not None and torch.device(device).type == "meta"
+    with torch.random.fork_rng(devices=[]), torch.device("meta") if meta else contextlib.nullcontext():
         torch.manual_seed(seed)
         model = Transformer(cfg)
     return (model.to(dtype) if dtype is not None else model), None, cfg
