@@ -100,7 +100,9 @@ def save_gguf(
         _write_hparams(writer, model, name or path.stem, file_type)
         _write_vocab(writer, tokenizer)
         if cfg.rope_scaling is not None:
-            writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS], rope_freq_factors(cfg))
+            writer.add_tensor(
+                gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", rope_freq_factors(cfg)
+            )
         for ours, tensor in model_tensors(model, progress=progress):
             data_type, data = _encode(tensor, matrix_type)
             writer.add_tensor(gguf_name(ours), data, raw_dtype=data_type)
