@@ -226,7 +226,9 @@ CONFIG_FILES = [
         info(lambda w: w.hf_with(rope_parameters=LLAMA3_ROPE | {"high_freq_factor": 1.0})),
         "high_freq_factor",
     ),
-    Bad("HF tie_word_embeddings 'yes'", info(lambda w: w.hf_with(tie_word_embeddings="yes")), "tie_embeddings"),
+    Bad(
+        "HF tie_word_embeddings 'yes'", info(lambda w: w.hf_with(tie_word_embeddings="yes")), "tie_embeddings"
+    ),
     Bad("params.json norm_eps -1", info(lambda w: w.meta_with(norm_eps=-1)), "norm_eps must be"),
     Bad("params.json norm_eps '1e-6'", info(lambda w: w.meta_with(norm_eps="1e-6")), "norm_eps must be"),
     Bad("params.json rope_theta 'x'", info(lambda w: w.meta_with(rope_theta="x")), "rope_theta must be"),

@@ -44,12 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_presets(args: argparse.Namespace) -> None:
     print(
-        f"{'preset':<12} {'params':>9} {'dim':>6} {'layers':>6} {'heads':>5} {'kv':>4} {'ffn':>6} "
+        f"{'preset':<13} {'params':>9} {'dim':>6} {'layers':>6} {'heads':>5} {'kv':>4} {'ffn':>6} "
         f"{'vocab':>6} {'context':>7}"
     )
     for name, cfg in PRESETS.items():
         print(
-            f"{name:<12} {format_params(num_params(cfg)):>9} {cfg.dim:>6} {cfg.n_layers:>6} {cfg.n_heads:>5} "
+            f"{name:<13} {format_params(num_params(cfg)):>9} {cfg.dim:>6} {cfg.n_layers:>6} {cfg.n_heads:>5} "
             f"{cfg.kv_heads:>4} {cfg.ffn_hidden_dim:>6} {cfg.vocab_size:>6} {cfg.max_seq_len:>7}"
         )
 
