@@ -49,16 +49,16 @@ class Layout:
 def plan_layout(pcfg: ParallelSection, cfg: ModelConfig, runtime: Runtime) -> Layout:
     """The (dp_shard x tp) mesh for this world; a UserError when the sizes cannot work."""
     world, tp = runtime.world_size, pcfg.tp
-    dp = world // tp if pcfg.dp_shard in (-1, 0) else pcfg.dp_shard
-    if dp * tp != world:
-        raise UserError(f"parallel.dp_shard {dp} x parallel.tp {tp} must equal the {world} ranks of this job")
-    if cfg.n_heads % tp or cfg.kv_heads % tp:
-        raise UserError(f"parallel.tp {tp} must divide n_heads {cfg.n_heads} and n_kv_heads {cfg.kv_heads}")
     if tp > 1 and cfg.tie_embeddings:
         raise UserError(
             "parallel.tp > 1 is not supported for a model with tied embeddings (model.tie_embeddings): "
             "the embedding and output layers shard one table differently; use parallel.tp 1 (FSDP)"
         )
+    dp = world // tp if pcfg.dp_shard in (-1, 0) else pcfg.dp_shard
+    if dp * tp != world:
+        raise UserError(f"parallel.dp_shard {dp} x parallel.tp {tp} must equal the {world} ranks of this job")
+    if cfg.n_heads % tp or cfg.kv_heads % tp:
+        raise UserError(f"parallel.tp {tp} must divide n_heads {cfg.n_heads} and n_kv_heads {cfg.kv_heads}")
     if not runtime.distributed:
         return Layout(0, 1, 1, None)
     mesh = init_device_mesh(runtime.device.type, (dp, tp), mesh_dim_names=("dp_shard", "tp"))
