@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from llamafoundry.config import PRESETS, ModelConfig, flops_per_token, get_preset, num_params
+from llamafoundry.config import PRESETS, ModelConfig, RopeScaling, flops_per_token, get_preset, num_params
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
 
@@ -75,6 +75,34 @@ def test_unknown_preset_names_the_known_ones():
 def test_invalid_shapes_are_user_errors(changes, message):
     with pytest.raises(UserError, match=message):
         ModelConfig(**{"dim": 64, "n_heads": 4, **changes})
+
+
+@pytest.mark.parametrize(
+    ("preset", "published", "ffn"),
+    [
+        ("llama3-8b", "8.03", 14336),
+        ("llama3.1-8b", "8.03", 14336),
+        ("llama3.1-70b", "70.6", 28672),
+        ("llama3.1-405b", "405.9", 53248),
+        ("llama3.2-1b", "1.24", 8192),
+        ("llama3.2-3b", "3.21", 8192),
+    ],
+)
+def test_llama3_presets_have_metas_published_shapes(preset, published, ffn):
+    # Meta's model cards round the counts: 8,030,261,248 is "8.03B", 405,853,388,800 "405.9B".
+    cfg = get_preset(preset)
+    count = count_on_meta(cfg)
+    assert count == num_params(cfg)
+    assert f"{count / 1e9:.{len(published.split('.')[1])}f}" == published
+    assert (cfg.vocab_size, cfg.kv_heads, cfg.rope_theta, cfg.norm_eps) == (128256, 8, 500000.0, 1e-5)
+    assert cfg.ffn_hidden_dim == ffn
+    llama32 = preset.startswith("llama3.2")
+    assert cfg.tie_embeddings == llama32
+    if preset == "llama3-8b":
+        assert (cfg.max_seq_len, cfg.rope_scaling) == (8192, None)
+    else:  # Llama 3.1 and 3.2: 8,192 positions stretched to 131,072
+        assert cfg.max_seq_len == 131072
+        assert cfg.rope_scaling == RopeScaling(factor=32.0 if llama32 else 8.0)
 
 
 def test_from_dict_rejects_unknown_keys():

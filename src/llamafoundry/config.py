@@ -1,4 +1,5 @@
-"""Model shapes: the `ModelConfig` dataclass and its named presets (paper Table 2, Llama-2, small CPU sizes).
+"""Model shapes: the `ModelConfig` dataclass and its named presets (paper Table 2, Llama-2, Llama-3, small
+CPU sizes).
 
 Nothing else lives here: no weights, no I/O. `model.py` imports this file and nothing else of ours.
 """
@@ -29,6 +30,54 @@ _REALS = ("norm_eps", "rope_theta", "ffn_dim_multiplier")
 
 
 @dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3.1's rotary frequency scaling (HF's rope_type "llama3"; Meta's `use_scaled_rope`).
+
+    Wavelengths shorter than original_max_position_embeddings / high_freq_factor keep their frequency,
+    those longer than original_max_position_embeddings / low_freq_factor are slowed by `factor`, and the
+    band between is interpolated: the context grows without retraining the high frequencies.
+    """
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+    def __post_init__(self) -> None:
+        for name in ("factor", "low_freq_factor", "high_freq_factor"):
+            value = getattr(self, name)
+            if type(value) is int:
+                object.__setattr__(self, name, float(value))
+        problem = self._problem()
+        if problem:
+            raise UserError(f"invalid rope_scaling: {problem}")
+
+    def _problem(self) -> str | None:
+        for name in ("factor", "low_freq_factor", "high_freq_factor"):
+            value = getattr(self, name)
+            if not isinstance(value, float) or not math.isfinite(value) or value <= 0:
+                return f"{name} must be a finite number > 0, got {value!r}"
+        original = self.original_max_position_embeddings
+        if not isinstance(original, int) or isinstance(original, bool) or not 0 < original <= MAX_SEQ_LEN:
+            return (
+                f"original_max_position_embeddings must be an integer in 1..{MAX_SEQ_LEN:,}, got {original!r}"
+            )
+        if self.high_freq_factor <= self.low_freq_factor:  # the interpolation divides by their difference
+            return (
+                f"high_freq_factor {self.high_freq_factor} must exceed low_freq_factor {self.low_freq_factor}"
+            )
+        return None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RopeScaling:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown rope_scaling keys {unknown}; known keys are {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The shape of a LLaMA-architecture transformer (names follow Meta's `params.json`)."""
 
@@ -43,8 +92,12 @@ class ModelConfig:
     norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     max_seq_len: int = 2048
+    rope_scaling: RopeScaling | None = None  # Llama 3.1 and 3.2 stretch the rotary frequencies
+    tie_embeddings: bool = False  # Llama 3.2 1B/3B: the output projection is the embedding table
 
     def __post_init__(self) -> None:
+        if isinstance(self.rope_scaling, dict):  # from config.json or a recipe's TOML table
+            object.__setattr__(self, "rope_scaling", RopeScaling.from_dict(self.rope_scaling))
         for name in _REALS:  # an int (JSON's 10000) is the float it stands for; a bool or "1e-6" is not
             value = getattr(self, name)
             if type(value) is int:
@@ -75,6 +128,10 @@ class ModelConfig:
                 continue
             if not isinstance(value, float) or not math.isfinite(value) or value <= 0:
                 return f"{name} must be a finite number > 0, got {value!r}"
+        if not isinstance(self.tie_embeddings, bool):
+            return f"tie_embeddings must be true or false, got {self.tie_embeddings!r}"
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, RopeScaling):
+            return f"rope_scaling must be a table of Llama 3 scaling factors, got {self.rope_scaling!r}"
         return None
 
     def _shape_problem(self) -> str | None:
@@ -135,6 +192,30 @@ def _llama2(dim: int, n_layers: int, n_heads: int, **kw: object) -> ModelConfig:
     return ModelConfig(dim=dim, n_layers=n_layers, n_heads=n_heads, norm_eps=1e-5, max_seq_len=4096, **kw)
 
 
+def _llama3(
+    dim: int, n_layers: int, n_heads: int, multiple_of: int, ffn_dim_multiplier: float, **kw: object
+) -> ModelConfig:
+    """Llama 3 (Grattafiori et al., 2024): a 128K-token vocabulary, grouped-query attention with 8
+    key/value heads, rope_theta 500,000; shapes as in Meta's released params.json."""
+    return ModelConfig(
+        dim=dim,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=8,
+        vocab_size=128256,
+        multiple_of=multiple_of,
+        ffn_dim_multiplier=ffn_dim_multiplier,
+        norm_eps=1e-5,
+        rope_theta=500000.0,
+        **kw,
+    )
+
+
+# Llama 3.1 and 3.2: 131,072 positions by stretching the rotary frequencies of an 8,192-token model.
+_LONG_CONTEXT = {"max_seq_len": 131072, "rope_scaling": RopeScaling(factor=8.0)}
+_LLAMA32 = {"max_seq_len": 131072, "rope_scaling": RopeScaling(factor=32.0), "tie_embeddings": True}
+
+
 def _small(dim: int, n_layers: int, n_heads: int, vocab_size: int, max_seq_len: int) -> ModelConfig:
     """CPU sizes for tests, the quickstart and benchmarks (counts include the untied output layer)."""
     return ModelConfig(
@@ -156,6 +237,12 @@ PRESETS: dict[str, ModelConfig] = {
     "llama2-7b": _llama2(4096, 32, 32),
     "llama2-13b": _llama2(5120, 40, 40),
     "llama2-70b": _llama2(8192, 80, 64, n_kv_heads=8, ffn_dim_multiplier=1.3, multiple_of=4096),
+    "llama3-8b": _llama3(4096, 32, 32, 1024, 1.3, max_seq_len=8192),
+    "llama3.1-8b": _llama3(4096, 32, 32, 1024, 1.3, **_LONG_CONTEXT),
+    "llama3.1-70b": _llama3(8192, 80, 64, 4096, 1.3, **_LONG_CONTEXT),
+    "llama3.1-405b": _llama3(16384, 126, 128, 4096, 1.2, **_LONG_CONTEXT),
+    "llama3.2-1b": _llama3(2048, 16, 32, 256, 1.5, **_LLAMA32),
+    "llama3.2-3b": _llama3(3072, 28, 24, 256, 1.0, **_LLAMA32),
     "llama-1m": _small(128, 4, 4, vocab_size=512, max_seq_len=256),
     "llama-15m": _small(320, 8, 8, vocab_size=8192, max_seq_len=512),
     "llama-110m": _small(768, 12, 12, vocab_size=16384, max_seq_len=1024),
@@ -173,12 +260,12 @@ def get_preset(name: str) -> ModelConfig:
 
 
 def num_params(cfg: ModelConfig) -> int:
-    """Exact parameter count, in closed form (no biases; untied embedding and output)."""
+    """Exact parameter count, in closed form (no biases; a tied embedding table counted once)."""
     kv_dim = cfg.kv_heads * cfg.head_dim
     attention = cfg.dim * cfg.dim * 2 + cfg.dim * kv_dim * 2  # wq, wo; wk, wv
     feed_forward = 3 * cfg.dim * cfg.ffn_hidden_dim  # w1, w2, w3
     norms = 2 * cfg.dim
-    embeddings = 2 * cfg.vocab_size * cfg.dim  # tok_embeddings + output
+    embeddings = (1 if cfg.tie_embeddings else 2) * cfg.vocab_size * cfg.dim  # tok_embeddings + output
     return cfg.n_layers * (attention + feed_forward + norms) + embeddings + cfg.dim
 
 
@@ -195,8 +282,9 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float:
 
 def matmul_params(cfg: ModelConfig) -> int:
     """Parameters that multiply an activation: all but the token embedding table, a lookup. The N of
-    C = 6ND, and the size the scaling tools fit (at small sizes the table would swamp the count)."""
-    return num_params(cfg) - cfg.vocab_size * cfg.dim
+    C = 6ND, and the size the scaling tools fit (at small sizes the table would swamp the count). A tied
+    table is also the output projection, which multiplies: it counts."""
+    return num_params(cfg) - (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.dim)
 
 
 def format_params(n: int) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,11 +27,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-# mkstemp creates files readable by their owner only; give finished files the usual umask permissions.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
-
 
 def read_toml(path: str | os.PathLike, what: str = "file") -> dict:
     """A TOML file's tables; a missing or malformed file is a UserError naming it (`what`: "recipe"...)."""
@@ -43,14 +39,35 @@ def read_toml(path: str | os.PathLike, what: str = "file") -> dict:
         raise UserError(f"{path} is not valid TOML ({exc})") from None
 
 
+def _beside(path: Path, suffix: str, make: Callable[[Path], None]) -> Path:
+    """A new file or folder, made by `make`, under a fresh hidden name beside `path`.
+
+    Not mkstemp/mkdtemp: they make owner-only files, and a file renamed into place keeps its mode. `make`
+    creates with 0o666 / 0o777 and the kernel applies the process's umask of the moment.
+    """
+    while True:
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            make(candidate)
+            return candidate
+        except FileExistsError:
+            continue
+
+
+def _new_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
+def _new_dir(path: Path) -> None:
+    os.mkdir(path, 0o777)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`, on error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, _FILE_MODE)
+    tmp = _beside(path, ".tmp", _new_file)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -180,13 +197,14 @@ def atomic_dir(
     path = Path(path)
     check_output(path, overwrite=overwrite, recognise=recognise)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
+    tmp = _beside(path, ".tmp", _new_dir)
     try:
         yield tmp
-        for file in tmp.rglob("*"):  # safetensors writes owner-only files; ours get the umask's mode
+        # safetensors writes owner-only files; ours get the mode the umask gave the folder, less execute.
+        file_mode = tmp.stat().st_mode & 0o666
+        for file in tmp.rglob("*"):
             if file.is_file() and not file.is_symlink() and file.stat().st_mode & 0o777 == 0o600:
-                file.chmod(_FILE_MODE)
+                file.chmod(file_mode)
         contents = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*"))
         write_json(tmp / OUTPUT_MARKER, _marker(kind, contents))
         check_output(path, overwrite=overwrite, recognise=recognise)  # what appeared while we wrote
@@ -247,9 +265,7 @@ def claim_run_dir(path: str | os.PathLike, kind: str, recognise: Recognise | Non
     if read_marker(path) is None:
         # Staged beside the folder, not in it: a process checking the folder meanwhile (another rank)
         # sees it empty or marked, never holding a stranger.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_marker(kind), f, indent=2)
-        os.chmod(tmp, _FILE_MODE)
+        tmp = _beside(path, ".tmp", _new_file)
+        tmp.write_text(json.dumps(_marker(kind), indent=2), encoding="utf-8")
         os.replace(tmp, path / OUTPUT_MARKER)
     return path

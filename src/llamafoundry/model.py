@@ -2,7 +2,8 @@
 
 A decoder-only transformer (Vaswani et al., 2017) with three changes:
 pre-normalisation with RMSNorm, the SwiGLU activation, and rotary position embeddings.
-No biases anywhere; the input embedding and the output projection are separate matrices.
+No biases anywhere; the input embedding and the output projection are separate matrices (Llama 3.2's
+small models share one).
 
 Names follow Meta's released `llama/model.py`, so a Meta `consolidated.*.pth` state dict loads with
 no renaming. This file holds the model only: no training, parallelism or I/O code.
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llamafoundry.config import ModelConfig
+from llamafoundry.config import ModelConfig, RopeScaling
 
 
 # Pre-normalisation [GPT3]: the input of each sub-layer is normalised with RMSNorm (Zhang & Sennrich, 2019).
@@ -37,12 +38,33 @@ class RMSNorm(nn.Module):
 # proportional to its position (Su et al., 2021). Meta's code pairs *adjacent* channels; Hugging Face's
 # pairs the two halves, which is why converting to and from HF permutes the rows of wq and wk.
 def precompute_freqs_cis(
-    head_dim: int, end: int, theta: float = 10000.0
+    head_dim: int, end: int, theta: float = 10000.0, scaling: RopeScaling | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of position * theta^(-2i/head_dim), each of shape [end, head_dim // 2], in float32."""
-    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-    angles = torch.outer(torch.arange(end, dtype=torch.float32), freqs)
+    """cos and sin of position * theta^(-2i/head_dim), each of shape [end, head_dim // 2], in float32;
+    the frequencies stretched by Llama 3.1's `scaling` when given."""
+    angles = torch.outer(torch.arange(end, dtype=torch.float32), rope_freqs(head_dim, theta, scaling))
     return angles.cos(), angles.sin()
+
+
+def rope_freqs(head_dim: int, theta: float, scaling: RopeScaling | None = None) -> torch.Tensor:
+    """The rotary frequencies theta^(-2i/head_dim) [head_dim // 2], stretched by `scaling` when given."""
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    return freqs if scaling is None else scale_freqs(freqs, scaling)
+
+
+def scale_freqs(freqs: torch.Tensor, scaling: RopeScaling) -> torch.Tensor:
+    """Llama 3.1's rotary scaling, as Meta's `apply_scaling`: long wavelengths slowed by `factor`, short
+    ones kept, the band between interpolated smoothly."""
+    original = scaling.original_max_position_embeddings
+    wavelen = 2 * math.pi / freqs
+    slowed = torch.where(wavelen > original / scaling.low_freq_factor, freqs / scaling.factor, freqs)
+    smooth = (original / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    between = (wavelen >= original / scaling.high_freq_factor) & (
+        wavelen <= original / scaling.low_freq_factor
+    )
+    return torch.where(between, (1 - smooth) * slowed / scaling.factor + smooth * slowed, slowed)
 
 
 def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -190,6 +212,8 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(i, cfg) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:  # one table reads tokens in and scores them out (Press & Wolf, 2017)
+            self.output.weight = self.tok_embeddings.weight
         # Tables for positions up to max_seq_len; kept out of the state dict, as Meta's freqs_cis is.
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
@@ -215,9 +239,12 @@ class Transformer(nn.Module):
         self.reset_rope()
 
     def reset_rope(self) -> None:
-        """(Re)compute the rotary tables on the device of the weights, in float32."""
-        cos, sin = precompute_freqs_cis(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta)
+        """(Re)compute the rotary tables on the device of the weights, in float32 (computed on the CPU;
+        a model on the meta device, a shape without memory, gets tables of shapes alone)."""
+        cfg = self.cfg
         device = self.tok_embeddings.weight.device
+        with torch.device("meta" if device.type == "meta" else "cpu"):
+            cos, sin = precompute_freqs_cis(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, cfg.rope_scaling)
         self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Transformer:

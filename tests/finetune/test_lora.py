@@ -86,6 +86,18 @@ def test_merged_model_gives_the_logits_of_base_plus_adapters(cfg):
         assert torch.equal(model(x), with_adapters)
 
 
+def test_lora_on_a_tied_model_merges_into_a_tied_model_and_leaves_the_shared_output_alone():
+    cfg = GQA.replace(tie_embeddings=True)
+    model, x = lora_model(cfg, targets=ALL_LINEAR[:-1]), tokens(cfg)
+    with torch.no_grad():
+        merged = merge_lora(model)
+        assert merged.output.weight is merged.tok_embeddings.weight
+        assert (merged(x) - model(x)).abs().max().item() < 1e-5
+    # An adapter on the output would, merged, make it differ from the table it is.
+    with pytest.raises(UserError, match="LoRA target 'output' is the embedding table of this tied model"):
+        add_lora(random_model(cfg), LoraConfig(targets=("wq", "output")))
+
+
 def test_merged_model_exported_to_hf_loads_in_transformers_with_equal_logits(tmp_path):
     model, x = lora_model(), tokens()
     export(tmp_path / "hf", merge_lora(model), format="hf")

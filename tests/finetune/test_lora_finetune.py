@@ -8,8 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llamafoundry.checkpoint import load_model
+from llamafoundry.checkpoint import load_model, save_model
+from llamafoundry.config import RopeScaling
 from llamafoundry.finetune.lora import load_adapters
+from llamafoundry.model import Transformer
 from llamafoundry.train.metrics import read_metrics
 from tests.finetune.conftest import finetune_args
 from tests.helpers import assert_user_error, run_cli
@@ -120,3 +122,24 @@ def test_a_two_rank_fsdp_lora_finetune_trains_like_one_rank(tmp_path, base_model
     one, two = (load_file(str(runs[n] / "adapters" / "adapter_model.safetensors")) for n in (1, 2))
     assert two.keys() == one.keys() and all(torch.allclose(two[k], one[k], atol=1e-4) for k in two)
     assert (runs[2] / "model" / "model.safetensors").is_file()
+
+
+def test_a_llama32_shaped_tied_base_finetunes_with_lora_into_a_tied_model(
+    base_model, alpaca_file, tmp_path, cli
+):
+    # Llama 3.2's shape: its output is its embedding table, and its rotary frequencies are scaled.
+    model, tokenizer, cfg = load_model(base_model)
+    tied_cfg = cfg.replace(
+        tie_embeddings=True, rope_scaling=RopeScaling(factor=32.0, original_max_position_embeddings=64)
+    )
+    tied = Transformer(tied_cfg)
+    tied.load_state_dict({k: v for k, v in model.state_dict().items() if k != "output.weight"}, strict=False)
+    base = save_model(tmp_path / "base", tied, tokenizer)
+    done = cli(*lora_args(base, [alpaca_file], tmp_path / "run", "--merge", train__steps=4))
+    assert done.returncode == 0, done.stderr
+    merged, _, merged_cfg = load_model(tmp_path / "run" / "model")
+    assert merged_cfg == tied_cfg and merged.output.weight is merged.tok_embeddings.weight
+    adapted = load_adapters(tmp_path / "run" / "adapters", load_model(base)[0])
+    tokens = torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (merged(tokens) - adapted(tokens)).abs().max().item() < 1e-5

@@ -4,6 +4,7 @@ run by llama.cpp itself."""
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import gguf
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 from llamafoundry.checkpoint import export
 from llamafoundry.checkpoint.gguf import gguf_name
+from llamafoundry.config import RopeScaling
 from llamafoundry.errors import UserError
 from llamafoundry.inference.generate import Generator
 from llamafoundry.inference.sampling import SamplingParams
@@ -26,7 +28,8 @@ def test_gguf_holds_every_tensor_with_llama_cpp_names_and_shapes(stories, tok512
     path = export(tmp_path / f"stories-{kind}.gguf", stories, tok512, "gguf", dtype=kind)
     reader = gguf.GGUFReader(path)
     tensors = {t.name: t for t in reader.tensors}
-    state = stories.state_dict()
+    # stories260K shares its classifier with the embedding table: llama.cpp then scores with token_embd.
+    state = {n: t for n, t in stories.state_dict().items() if n != "output.weight"}
     assert set(tensors) == {gguf_name(n) for n in state}
     assert "blk.4.ffn_gate.weight" in tensors and "output_norm.weight" in tensors
     for name, ours in state.items():
@@ -83,12 +86,52 @@ def test_gguf_export_needs_the_models_tokenizer(stories, meta_tokenizer, tmp_pat
 
 
 def test_convert_cli_writes_gguf(stories_path, tok512, tmp_path, cli):
-    out = tmp_path / "stories.gguf"
+    out = tmp_path / "out.gguf"
     done = cli(
         "convert", stories_path, "-o", out, "--to", "gguf", "--dtype", "q8_0", "--tokenizer", tok512.path
     )
     assert done.returncode == 0, done.stderr
-    assert _field(gguf.GGUFReader(out), "general.file_type") == gguf.LlamaFileType.MOSTLY_Q8_0
+    reader = gguf.GGUFReader(out)
+    assert _field(reader, "general.file_type") == gguf.LlamaFileType.MOSTLY_Q8_0
+    assert _field(reader, "general.name") == "stories260K"  # the source's name, not the program's
+    assert "writing tensors" in done.stderr and "100%" in done.stderr  # the progress bar ran to its end
+
+
+def llama3_model(random_model, tied: bool = True):
+    """A Llama-3.2-shaped random model: grouped-query attention, Meta's rope scaling, a tied table."""
+    return random_model(
+        n_heads=4,
+        n_kv_heads=2,
+        vocab_size=512,
+        rope_theta=500000.0,
+        rope_scaling=RopeScaling(factor=32.0),
+        tie_embeddings=tied,
+    )
+
+
+def test_gguf_of_a_llama3_model_holds_rope_factors_as_llama_cpps_converter_writes_them(
+    random_model, tok512, tmp_path
+):
+    model = llama3_model(random_model)
+    reader = gguf.GGUFReader(export(tmp_path / "Llama-3.2-tiny.gguf", model, tok512, "gguf"))
+    tensors = {t.name: t for t in reader.tensors}
+    assert "output.weight" not in tensors and "token_embd.weight" in tensors
+    assert _field(reader, "general.name") == "Llama-3.2-tiny"
+    # convert_hf_to_gguf.py's LlamaModel.generate_extra_tensors, number by number.
+    cfg, factors = model.cfg, []
+    for i in range(0, cfg.head_dim, 2):
+        wavelen = 2 * math.pi * cfg.rope_theta ** (i / cfg.head_dim)
+        if wavelen < 8192 / 4:
+            factors.append(1.0)
+        elif wavelen > 8192 / 1:
+            factors.append(32.0)
+        else:
+            smooth = (8192 / wavelen - 1) / (4 - 1)
+            factors.append(1 / ((1 - smooth) / 32 + smooth))
+    ours = tensors["rope_freqs.weight"]
+    assert ours.tensor_type == gguf.GGMLQuantizationType.F32
+    np.testing.assert_allclose(ours.data, factors, rtol=1e-5)
+    assert min(factors) == 1.0 and max(factors) == 32.0 and len(set(factors)) > 2  # every band
 
 
 @pytest.mark.slow
@@ -99,19 +142,42 @@ def test_convert_cli_writes_gguf(stories_path, tok512, tmp_path, cli):
 def test_llama_cpp_runs_our_gguf_with_our_greedy_tokens(
     stories, tok512, random_model, meta_tokenizer, tmp_path
 ):
+    from llama_cpp import Llama
+
+    _assert_llama_cpp_decodes_as_we_do(stories, tok512, tmp_path / "stories.gguf")
+    # llama.cpp's tokenizer, built from our metadata, splits text as SentencePiece does (Meta's vocabulary).
+    model = random_model(vocab_size=32000)
+    meta_path = export(tmp_path / "meta.gguf", model, meta_tokenizer, "gguf")
+    vocab_only = Llama(model_path=str(meta_path), vocab_only=True, verbose=False)
+    for text in ("Hello world", "The year 1905 and naïve café — 東京", "  two  spaces\nand a newline"):
+        assert vocab_only.tokenize(text.encode(), add_bos=True) == meta_tokenizer.encode(text)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None,
+    reason="llama-cpp-python (llama_cpp) is not installed: pip install 'llamafoundry[bench]'",
+)
+def test_llama_cpp_decodes_a_llama3_shaped_gguf_with_our_greedy_tokens(random_model, tok512, tmp_path):
+    # Grouped-query attention, rope scaling by the rope_freqs tensor, scores from the tied token_embd.
+    _assert_llama_cpp_decodes_as_we_do(llama3_model(random_model), tok512, tmp_path / "llama3.gguf")
+
+
+def _assert_llama_cpp_decodes_as_we_do(model, tokenizer, path) -> None:
+    """llama.cpp, given our GGUF of `model`, computes our logits along our greedy tokens, and so picks
+    the same tokens."""
     import llama_cpp
     from llama_cpp import Llama
 
-    path = export(tmp_path / "stories.gguf", stories, tok512, "gguf", dtype="f32")
+    export(path, model, tokenizer, "gguf", dtype="f32")
     # A float32 KV cache (llama.cpp's default is float16) for float32 all the way, as ours.
     f32 = llama_cpp.GGML_TYPE_F32
     llm = Llama(
         model_path=str(path), n_ctx=256, n_threads=2, verbose=False, logits_all=True, type_k=f32, type_v=f32
     )
-    prompt = tok512.encode("Once upon a time there was")
-    ours = Generator(stories, tok512).generate([prompt], SamplingParams(max_new_tokens=40, ignore_eos=True))[
-        0
-    ]
+    prompt = tokenizer.encode("Once upon a time there was")
+    params = SamplingParams(max_new_tokens=40, ignore_eos=True)
+    ours = Generator(model, tokenizer).generate([prompt], params)[0]
     theirs = []
     llm.eval(prompt)
     for _ in range(40):
@@ -119,9 +185,9 @@ def test_llama_cpp_runs_our_gguf_with_our_greedy_tokens(
         theirs.append(token)
         llm.eval([token])
     # The same logits along the same tokens (float32 both; sums in another order)...
-    stories.clear_cache()
+    model.clear_cache()
     with torch.no_grad():
-        logits = stories(torch.tensor([prompt + ours.tokens]))[0, len(prompt) - 1 : -1]
+        logits = model(torch.tensor([prompt + ours.tokens]))[0, len(prompt) - 1 : -1]
     llm.reset()
     llm.eval(prompt + ours.tokens)
     np.testing.assert_allclose(
@@ -132,9 +198,3 @@ def test_llama_cpp_runs_our_gguf_with_our_greedy_tokens(
     clear = int(((top2[:, 0] - top2[:, 1]) > 1e-3).int().cumprod(0).sum())
     assert clear >= 15
     assert theirs[:clear] == ours.tokens[:clear]
-    # llama.cpp's tokenizer, built from our metadata, splits text as SentencePiece does (Meta's vocabulary).
-    model = random_model(vocab_size=32000)
-    meta_path = export(tmp_path / "meta.gguf", model, meta_tokenizer, "gguf")
-    vocab_only = Llama(model_path=str(meta_path), vocab_only=True, verbose=False)
-    for text in ("Hello world", "The year 1905 and naïve café — 東京", "  two  spaces\nand a newline"):
-        assert vocab_only.tokenize(text.encode(), add_bos=True) == meta_tokenizer.encode(text)

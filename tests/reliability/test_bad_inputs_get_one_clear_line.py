@@ -144,6 +144,14 @@ def duration(**settings: object) -> Callable[[Inputs, Path], list]:
 
 NAN, INF = float("nan"), float("inf")
 BIG_JSON = 10**11  # the context that asked for 400 GB of rotary tables
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 500000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
 
 CONFIG_FILES = [
     Bad("config.json dim '32'", info(lambda w: w.native_with(dim="32")), "dim must be a positive integer"),
@@ -207,7 +215,20 @@ CONFIG_FILES = [
     Bad("HF num_attention_heads 0", info(lambda w: w.hf_with(num_attention_heads=0)), "n_heads must be"),
     Bad("HF num_key_value_heads '2'", info(lambda w: w.hf_with(num_key_value_heads="2")), "n_kv_heads must"),
     Bad("HF hidden_act gelu", info(lambda w: w.hf_with(hidden_act="gelu")), "hidden_act 'gelu'"),
-    Bad("HF rope_type llama3", info(lambda w: w.hf_with(rope_parameters={"rope_type": "llama3"})), "llama3"),
+    Bad("HF rope_type yarn", info(lambda w: w.hf_with(rope_parameters={"rope_type": "yarn"})), "'yarn'"),
+    Bad(
+        "HF rope_type llama3 without its factors",
+        info(lambda w: w.hf_with(rope_parameters={"rope_type": "llama3", "factor": 8.0})),
+        "lacks 'low_freq_factor'",
+    ),
+    Bad(
+        "HF llama3 high_freq_factor = low",
+        info(lambda w: w.hf_with(rope_parameters=LLAMA3_ROPE | {"high_freq_factor": 1.0})),
+        "high_freq_factor",
+    ),
+    Bad(
+        "HF tie_word_embeddings 'yes'", info(lambda w: w.hf_with(tie_word_embeddings="yes")), "tie_embeddings"
+    ),
     Bad("params.json norm_eps -1", info(lambda w: w.meta_with(norm_eps=-1)), "norm_eps must be"),
     Bad("params.json norm_eps '1e-6'", info(lambda w: w.meta_with(norm_eps="1e-6")), "norm_eps must be"),
     Bad("params.json rope_theta 'x'", info(lambda w: w.meta_with(rope_theta="x")), "rope_theta must be"),

@@ -1,6 +1,6 @@
 """Bad training input: one line naming the problem, non-zero exit, nothing written."""
 
-from tests.helpers import assert_user_error
+from tests.helpers import assert_user_error, tiny_train_args
 
 
 def test_missing_data_folder(tmp_path, cli):
@@ -54,6 +54,13 @@ def test_unknown_key_and_wrong_type_in_the_config_file(tmp_path, cli):
         cli("train", "--train.steps", "1", "--train.max_minutes", "2", "--data.tokens", "x"),
         "exactly one of train.steps, train.tokens, train.max_minutes",
     )
+
+
+def test_tensor_parallel_refuses_a_tied_model_in_one_line(shakespeare_tokens, tmp_path, cli):
+    args = tiny_train_args(
+        shakespeare_tokens, tmp_path / "run", parallel__tp=2, model__tie_embeddings="true", train__steps=1
+    )
+    assert_user_error(cli(*args), "parallel.tp > 1 is not supported for a model with tied embeddings")
 
 
 def test_a_written_config_reads_back_equal(tmp_path):

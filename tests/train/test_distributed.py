@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from llamafoundry.checkpoint import load_model
 from tests.helpers import tiny_train_args, train_losses
 
 pytestmark = pytest.mark.distributed
@@ -31,12 +32,18 @@ def train(nproc: int, tokens: Path, out: Path, *extra: str, **settings) -> subpr
     return result
 
 
-def test_fsdp_on_two_ranks_matches_one_rank(shakespeare_tokens, tmp_path):
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_fsdp_on_two_ranks_matches_one_rank(shakespeare_tokens, tmp_path, tied):
     # The same global batch: 2 ranks x 8 sequences, or 1 rank x 8 sequences x 2 accumulation steps.
-    train(2, shakespeare_tokens, tmp_path / "two", train__steps=5)
-    train(1, shakespeare_tokens, tmp_path / "one", train__steps=5)
+    # A tied table (Llama 3.2) stays one parameter once sharded, or the ranks' losses part ways.
+    settings = {"train__steps": 5, "model__tie_embeddings": str(tied).lower()}
+    two_ranks = train(2, shakespeare_tokens, tmp_path / "two", **settings)
+    train(1, shakespeare_tokens, tmp_path / "one", **settings)
     two, one = train_losses(tmp_path / "two"), train_losses(tmp_path / "one")
     assert len(two) == 5 and all(abs(two[s] - one[s]) < 1e-5 for s in one), (two, one)
+    assert two_ranks.stdout.count("done:") == 1, two_ranks.stdout  # the job's last line, from rank 0
+    model, _, cfg = load_model(tmp_path / "two" / "model")
+    assert cfg.tie_embeddings == tied and (model.output.weight is model.tok_embeddings.weight) == tied
 
 
 def test_tensor_parallel_with_sequence_parallel_matches_unsharded(tmp_path):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from torch import nn
+from tqdm import tqdm
 
 from llamafoundry import fileio
 from llamafoundry.config import ModelConfig
@@ -87,13 +89,18 @@ def build_model(
 
     The model is built on the meta device and takes the loaded tensors as they are (no random init,
     no second copy of the weights). `skeleton` reshapes the empty model first (a quantized model's
-    layers); `dtype` converts the floating-point tensors only.
+    layers); `dtype` converts the floating-point tensors only. A tied model (`cfg.tie_embeddings`) needs
+    only tok_embeddings.weight; a stored output.weight (Meta's files hold a copy) is not read.
     """
     with torch.device("meta"):
         model = Transformer(cfg)
         if skeleton is not None:
             model = skeleton(model)
     expected = model.state_dict()
+    tied = model.output.weight is model.tok_embeddings.weight  # not once quantized: int8 has its own copy
+    if tied:
+        expected.pop("output.weight")
+        state = {name: t for name, t in state.items() if name != "output.weight"}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -114,9 +121,24 @@ def build_model(
             )
     if dtype is not None:
         state = {name: t.to(dtype) if t.is_floating_point() else t for name, t in state.items()}
+    if tied:  # one Parameter under both names: assigning it keeps the two modules tied
+        table = nn.Parameter(state["tok_embeddings.weight"])
+        state = {**state, "tok_embeddings.weight": table, "output.weight": table}
     model.load_state_dict(state, strict=True, assign=True)
     model.reset_rope()
     return model
+
+
+def model_tensors(
+    model: Transformer, *, progress: bool = False, tied_copy: bool = False
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of the model's state dict for a writer, with a bar of tensors when `progress`. A
+    tied output projection is the embedding table, left out (safetensors refuses a tensor twice) unless
+    `tied_copy` asks for it under its own name, as Meta's files store it."""
+    state = model.state_dict()
+    if model.output.weight is model.tok_embeddings.weight and not tied_copy:
+        del state["output.weight"]
+    yield from tqdm(state.items(), desc="writing tensors", unit="tensor", disable=not progress)
 
 
 def load_tokenizer_if_present(folder: Path) -> Tokenizer | None:

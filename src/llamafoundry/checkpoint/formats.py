@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from pathlib import Path
@@ -78,12 +79,13 @@ def load_model(
 
     `tokenizer` (a tokenizer file or folder, or a Tokenizer) replaces or supplies the folder's; `quantize`
     ('int8', 'int4' or a QuantConfig) quantizes a floating-point model after loading; `max_seq_len`
-    sets the context where the source lacks it or should be cut.
+    sets the context where the source lacks it or should be cut. A preset on `device="meta"` is its
+    shape alone: no memory for weights.
     """
     torch_dtype = parse_dtype(dtype)
     name = str(path_or_preset)
     if not Path(name).exists() and name in PRESETS:
-        model, tok, cfg = _from_preset(name, torch_dtype, max_seq_len, seed)
+        model, tok, cfg = _from_preset(name, torch_dtype, max_seq_len, seed, device)
     else:
         model, tok, cfg = _from_path(resolve(name), torch_dtype, max_seq_len)
     if tokenizer is not None:
@@ -98,12 +100,19 @@ def load_model(
 
 
 def _from_preset(
-    name: str, dtype: torch.dtype | None, max_seq_len: int | None, seed: int
+    name: str,
+    dtype: torch.dtype | None,
+    max_seq_len: int | None,
+    seed: int,
+    device: str | torch.device | None,
 ) -> tuple[Transformer, None, ModelConfig]:
+    """A preset's model, seeded; on the meta device (`device="meta"`) a shape without weights, built
+    there at once: llama-65b in fp32 would take 260 GB."""
     cfg = get_preset(name)
     if max_seq_len is not None:
         cfg = cfg.replace(max_seq_len=max_seq_len)
-    with torch.random.fork_rng(devices=[]):
+    meta = device is not None and torch.device(device).type == "meta"
+    with torch.random.fork_rng(devices=[]), torch.device("meta") if meta else contextlib.nullcontext():
         torch.manual_seed(seed)
         model = Transformer(cfg)
     return (model.to(dtype) if dtype is not None else model), None, cfg
@@ -167,10 +176,13 @@ def export(
     dtype: str | torch.dtype | None = None,
     shards: int = 1,
     overwrite: bool = False,
+    name: str | None = None,
+    progress: bool = False,
 ) -> Path:
     """Write `model` as a folder of `format`: 'native', 'meta' (`shards` model-parallel files) or 'hf';
-    or as llama.cpp's single file, 'gguf', whose `dtype` may also be 'f32', 'f16' or 'q8_0'. What is at
-    `folder` already is replaced only with `overwrite`, and only an output of ours (`check_export`)."""
+    or as llama.cpp's single file, 'gguf', whose `dtype` may also be 'f32', 'f16' or 'q8_0' and whose
+    general.name is `name` (default: the file's). What is at `folder` already is replaced only with
+    `overwrite`, and only an output of ours (`check_export`). `progress` shows a bar of the tensors."""
     _check_vocab(tokenizer, model.cfg, "pass the tokenizer the model was trained with")
     if format != "native" and getattr(model, "quantization", None) is not None:
         raise UserError(
@@ -182,15 +194,17 @@ def export(
             from llamafoundry.checkpoint.gguf import save_gguf  # the gguf package is needed only here
         except ImportError:
             raise UserError("GGUF export needs the gguf package: pip install 'llamafoundry[gguf]'") from None
-        name = dtype if isinstance(dtype, str | None) else str(dtype).removeprefix("torch.")
-        return save_gguf(folder, model, tokenizer, name, overwrite=overwrite)
+        kind = dtype if isinstance(dtype, str | None) else str(dtype).removeprefix("torch.")
+        return save_gguf(folder, model, tokenizer, kind, name, overwrite=overwrite, progress=progress)
     torch_dtype = parse_dtype(dtype)
     if format == "native":
-        return save_native(folder, model, tokenizer, torch_dtype, overwrite=overwrite)
+        return save_native(folder, model, tokenizer, torch_dtype, overwrite=overwrite, progress=progress)
     if format == "meta":
-        return save_meta(folder, model, tokenizer, shards, torch_dtype, overwrite=overwrite)
+        return save_meta(
+            folder, model, tokenizer, shards, torch_dtype, overwrite=overwrite, progress=progress
+        )
     if format == "hf":
-        return save_hf(folder, model, tokenizer, torch_dtype, overwrite=overwrite)
+        return save_hf(folder, model, tokenizer, torch_dtype, overwrite=overwrite, progress=progress)
     raise UserError(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
 
 

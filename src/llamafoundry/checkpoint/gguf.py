@@ -5,7 +5,9 @@ Written with the `gguf` package (llama.cpp's own writer), following llama.cpp's 
 for the LLaMA architecture: llama.cpp rotates adjacent channel pairs as Meta's code does, so our wq/wk
 go in unpermuted (the converter undoes Hugging Face's permutation to get there). Norms stay float32, as
 llama.cpp requires; matrices take the chosen type (F32, F16 or Q8_0, the last falling back to F16 for
-a tensor whose rows are not whole 32-value blocks, again as the converter does).
+a tensor whose rows are not whole 32-value blocks, again as the converter does). A tied model has no
+output.weight: llama.cpp then scores with token_embd. Llama 3.1's rope scaling travels as the
+converter's `rope_freqs` tensor, the factor by which each rotary frequency is divided.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import numpy as np
 import torch
 
 from llamafoundry import fileio
-from llamafoundry.checkpoint.common import is_gguf_file
+from llamafoundry.checkpoint.common import is_gguf_file, model_tensors
+from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
-from llamafoundry.model import Transformer
+from llamafoundry.model import Transformer, rope_freqs
 from llamafoundry.tokenizer import Tokenizer
 from llamafoundry.tokenizer.bytelevel import llama3_pre_tokenizer
 
@@ -74,12 +77,14 @@ def save_gguf(
     model: Transformer,
     tokenizer: Tokenizer | None,
     dtype: str | None = None,
-    name: str = "llamafoundry",
+    name: str | None = None,
     *,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Write `model` and its tokenizer as one GGUF file at `path`, atomically; an existing file is
-    replaced only with `overwrite`, and only a GGUF file."""
+    replaced only with `overwrite`, and only a GGUF file. `name` (general.name) defaults to the file's
+    name without .gguf; `progress` shows a bar of the tensors."""
     key = parse_gguf_type(dtype)
     if tokenizer is None:
         raise UserError(
@@ -95,9 +100,13 @@ def save_gguf(
     path = Path(path)
     with fileio.output_file(path, overwrite=overwrite, recognise=is_gguf_file) as tmp:
         writer = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
-        _write_hparams(writer, model, name, file_type)
+        _write_hparams(writer, model, name or path.stem, file_type)
         _write_vocab(writer, tokenizer)
-        for ours, tensor in model.state_dict().items():
+        if cfg.rope_scaling is not None:
+            writer.add_tensor(
+                gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", rope_freq_factors(cfg)
+            )
+        for ours, tensor in model_tensors(model, progress=progress):
             data_type, data = _encode(tensor, matrix_type)
             writer.add_tensor(gguf_name(ours), data, raw_dtype=data_type)
         writer.write_header_to_file()
@@ -105,6 +114,12 @@ def save_gguf(
         writer.write_tensors_to_file()
         writer.close()
     return path
+
+
+def rope_freq_factors(cfg: ModelConfig) -> np.ndarray:
+    """llama.cpp's `rope_freqs`: per rotary frequency, the factor that divides it (float32, head_dim / 2)."""
+    plain = rope_freqs(cfg.head_dim, cfg.rope_theta)
+    return (plain / rope_freqs(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)).numpy()
 
 
 def _write_hparams(

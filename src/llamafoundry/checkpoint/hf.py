@@ -7,6 +7,7 @@ undoes it. Everything else is a renaming.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from llamafoundry import fileio
 from llamafoundry.checkpoint.common import (
     build_model,
     load_tokenizer_if_present,
+    model_tensors,
     read_json,
     read_safetensors,
     read_torch,
@@ -23,7 +25,7 @@ from llamafoundry.checkpoint.common import (
 )
 from llamafoundry.checkpoint.native import is_unmarked_native
 from llamafoundry.checkpoint.tokenizer_files import generation_config
-from llamafoundry.config import ModelConfig
+from llamafoundry.config import ModelConfig, RopeScaling
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
@@ -110,7 +112,7 @@ def config_from_hf(values: dict, where: Path) -> ModelConfig:
     if values.get("attention_bias") or values.get("mlp_bias"):
         unsupported.append("biases")
     rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
+    if rope_type not in ("default", "llama3"):
         unsupported.append(f"rope_type {rope_type!r}")
     heads, dim = values.get("num_attention_heads"), values.get("hidden_size")
     head_dim = values.get("head_dim")
@@ -136,9 +138,21 @@ def config_from_hf(values: dict, where: Path) -> ModelConfig:
             norm_eps=values.get("rms_norm_eps", 1e-6),
             rope_theta=rope.get("rope_theta", values.get("rope_theta", 10000.0)),
             max_seq_len=values.get("max_position_embeddings", 2048),
+            rope_scaling=_rope_scaling(rope, where) if rope_type == "llama3" else None,
+            tie_embeddings=values.get("tie_word_embeddings", False),
         )
     except KeyError as exc:
         raise UserError(f"{where}: config.json lacks {exc.args[0]!r}") from None
+
+
+def _rope_scaling(rope: dict, where: Path) -> RopeScaling:
+    """Llama 3.1's scaling from rope_parameters (transformers 5) or rope_scaling (4.x): all four keys,
+    as transformers requires them."""
+    names = [f.name for f in dataclasses.fields(RopeScaling)]
+    missing = [name for name in names if name not in rope]
+    if missing:
+        raise UserError(f"{where}: rope_type 'llama3' in config.json lacks {', '.join(map(repr, missing))}")
+    return RopeScaling(**{name: rope[name] for name in names})
 
 
 def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -170,13 +184,14 @@ def load_hf(
     if max_seq_len is not None:
         cfg = cfg.replace(max_seq_len=max_seq_len)
     state = read_hf_weights(folder)
-    if values.get("tie_word_embeddings") and "lm_head.weight" not in state:
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model = build_model(cfg, from_hf(state, cfg), folder, dtype)
     return model, load_tokenizer_if_present(folder), cfg
 
 
 def hf_config(cfg: ModelConfig, dtype: torch.dtype, tokenizer: Tokenizer | None) -> dict:
+    rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    if cfg.rope_scaling is not None:
+        rope = {"rope_type": "llama3", "rope_theta": cfg.rope_theta, **dataclasses.asdict(cfg.rope_scaling)}
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -189,13 +204,14 @@ def hf_config(cfg: ModelConfig, dtype: torch.dtype, tokenizer: Tokenizer | None)
         "vocab_size": cfg.vocab_size,
         "max_position_embeddings": cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
-        # transformers 4.x reads rope_theta, 5.x rope_parameters; both are written.
+        # transformers 4.x reads rope_theta and rope_scaling, 5.x rope_parameters; all are written.
         "rope_theta": cfg.rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "rope_scaling": {k: v for k, v in rope.items() if k != "rope_theta"} if cfg.rope_scaling else None,
+        "rope_parameters": rope,
         "hidden_act": "silu",
         "attention_bias": False,
         "mlp_bias": False,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": cfg.tie_embeddings,
         "bos_token_id": tokenizer.bos_id if tokenizer else 1,
         "eos_token_id": tokenizer.eos_id if tokenizer else 2,
         "torch_dtype": str(dtype).removeprefix("torch."),
@@ -210,12 +226,17 @@ def save_hf(
     max_shard_bytes: int = 5 * 2**30,
     *,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Write a folder that `LlamaForCausalLM.from_pretrained` loads, sharded above `max_shard_bytes`; an
-    existing folder is replaced only with `overwrite`, and only an output of ours (`fileio.check_output`)."""
+    existing folder is replaced only with `overwrite`, and only an output of ours (`fileio.check_output`).
+    A tied model has no lm_head.weight (`tie_word_embeddings`); `progress` shows a bar of the tensors."""
     folder = Path(folder)
     cfg = model.cfg
-    state = {n: t.detach().to(dtype or t.dtype).cpu().contiguous() for n, t in model.state_dict().items()}
+    state = {
+        n: t.detach().to(dtype or t.dtype).cpu().contiguous()
+        for n, t in model_tensors(model, progress=progress)
+    }
     hf_state = {n: t.contiguous() for n, t in to_hf(state, cfg).items()}
     out_dtype = next(iter(hf_state.values())).dtype
     shards = _shard(hf_state, max_shard_bytes)

@@ -4,8 +4,8 @@ Layout (llama2.c `export.py`, legacy_export): seven little-endian int32 (dim, hi
 n_heads, n_kv_heads, vocab_size, seq_len; a negative vocab_size means the classifier is stored
 separately), then float32 tensors: token embedding, all attention norms, all wq, wk, wv, wo, all ffn
 norms, all w1, w2, w3, the final norm, the rotary tables (real, imag; skipped: we compute them), and the
-classifier when unshared. llama2.c's rotary pairs adjacent channels, as Meta's does, so tensors map
-one to one onto ours. Its RMSNorm eps is 1e-5.
+classifier when unshared (a shared one is our tied embedding table). llama2.c's rotary pairs adjacent
+channels, as Meta's does, so tensors map one to one onto ours. Its RMSNorm eps is 1e-5.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def load_llama2c(
         hidden_dim=hidden,
         norm_eps=1e-5,
         max_seq_len=seq_len,
+        tie_embeddings=shared,
     )
     layout = _layout(cfg, shared)
     expected = sum(int(np.prod(shape)) * (layers if name.endswith("*") else 1) for name, shape in layout)
@@ -114,8 +115,6 @@ def load_llama2c(
                 state[f"layers.{layer}.{name[:-1]}"] = tensor
             elif not name.startswith("rope."):
                 state[name] = tensor
-    if shared:
-        state["output.weight"] = state["tok_embeddings.weight"].clone()
     if max_seq_len is not None:
         cfg = cfg.replace(max_seq_len=max_seq_len)
     return build_model(cfg, state, path, dtype), None, cfg

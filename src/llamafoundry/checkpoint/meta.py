@@ -8,6 +8,7 @@ parallel embedding along the input columns (dim 1). RMSNorm gains are replicated
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -17,12 +18,13 @@ from llamafoundry import fileio
 from llamafoundry.checkpoint.common import (
     build_model,
     load_tokenizer_if_present,
+    model_tensors,
     read_json,
     read_torch,
     write_tokenizer,
 )
 from llamafoundry.checkpoint.native import is_unmarked_native
-from llamafoundry.config import ModelConfig
+from llamafoundry.config import ModelConfig, RopeScaling
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
@@ -61,7 +63,25 @@ def is_meta(folder: Path) -> bool:
     return (folder / PARAMS).is_file() and any(_SHARD.fullmatch(p.name) for p in folder.iterdir())
 
 
-def config_from_params(params: dict, vocab_size: int, max_seq_len: int) -> ModelConfig:
+# Meta's Llama 3.1 reference fixes its rotary scaling in code (apply_scaling: factor 8, low 1, high 4,
+# 8192 original positions) and params.json says only `use_scaled_rope`; Llama 3.2 1B/3B, the tied
+# models, were trained with factor 32 (Meta's release notes, HF's converter), which no file records.
+META_SCALING, META_SCALING_TIED = RopeScaling(factor=8.0), RopeScaling(factor=32.0)
+LONG_CONTEXT = 131072  # Llama 3.1 and 3.2
+
+
+def config_from_params(
+    params: dict, vocab_size: int, max_seq_len: int | None, tied: bool = False
+) -> ModelConfig:
+    """Our config from params.json; the context, which params.json does not record, is `max_seq_len`, or
+    else 2048 (LLaMA-1; pass 4096 for Llama-2) and 131,072 with scaled rotary embeddings (Llama 3.1)."""
+    scaling = None
+    if params.get("use_scaled_rope"):
+        scaling = META_SCALING_TIED if tied else META_SCALING
+        if params.get("rope_scaling_factor") is not None:
+            scaling = dataclasses.replace(scaling, factor=params["rope_scaling_factor"])
+    if max_seq_len is None:
+        max_seq_len = 2048 if scaling is None else LONG_CONTEXT
     keys = (
         "dim",
         "n_layers",
@@ -73,7 +93,9 @@ def config_from_params(params: dict, vocab_size: int, max_seq_len: int) -> Model
         "rope_theta",
     )
     values = {k: params[k] for k in keys if params.get(k) is not None}
-    return ModelConfig(vocab_size=vocab_size, max_seq_len=max_seq_len, **values)
+    return ModelConfig(
+        vocab_size=vocab_size, max_seq_len=max_seq_len, rope_scaling=scaling, tie_embeddings=tied, **values
+    )
 
 
 def ffn_params(cfg: ModelConfig) -> tuple[int, float | None]:
@@ -109,7 +131,23 @@ def params_from_config(cfg: ModelConfig) -> dict:
         params["ffn_dim_multiplier"] = multiplier
     if cfg.rope_theta != 10000.0:
         params["rope_theta"] = cfg.rope_theta
+    if cfg.rope_scaling is not None:
+        params.update(_scaled_rope(cfg.rope_scaling))
     return params
+
+
+def _scaled_rope(scaling: RopeScaling) -> dict:
+    """params.json's keys for Llama 3.1's scaling: `use_scaled_rope`, and the factor where it is not 8
+    (`rope_scaling_factor`, as later llama-models reads it). Meta's code fixes the other three numbers."""
+    fixed = dataclasses.replace(scaling, factor=META_SCALING.factor)
+    if fixed != META_SCALING:
+        raise UserError(
+            f"Meta's format fixes rope scaling at low_freq_factor 1, high_freq_factor 4 and 8192 original "
+            f"positions; this model has {scaling}: export it as hf or native instead"
+        )
+    if scaling.factor == META_SCALING.factor:
+        return {"use_scaled_rope": True}
+    return {"use_scaled_rope": True, "rope_scaling_factor": scaling.factor}
 
 
 def merge_shards(shards: list[dict[str, torch.Tensor]], files: list[Path]) -> dict[str, torch.Tensor]:
@@ -159,8 +197,10 @@ def load_meta(
     if "tok_embeddings.weight" not in state or state["tok_embeddings.weight"].ndim != 2:
         raise UserError(f"{files[0]} has no tok_embeddings.weight matrix; it is not a Meta LLaMA checkpoint")
     vocab_size = state["tok_embeddings.weight"].shape[0]  # params.json says -1 in Meta's release
-    # params.json does not record the context; LLaMA-1 used 2048 (Llama-2: pass max_seq_len=4096).
-    cfg = config_from_params(params, vocab_size, 2048 if max_seq_len is None else max_seq_len)
+    # Meta's tied models (Llama 3.2 1B/3B) store the table twice; nothing else says they are tied.
+    output = state.get("output.weight")
+    tied = output is not None and torch.equal(output, state["tok_embeddings.weight"])
+    cfg = config_from_params(params, vocab_size, max_seq_len, tied)
     model = build_model(cfg, state, folder, dtype)
     return model, load_tokenizer_if_present(folder), cfg
 
@@ -173,17 +213,21 @@ def save_meta(
     dtype: torch.dtype | None = None,
     *,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Write Meta's layout with `n_shards` model-parallel files, atomically; an existing folder is
-    replaced only with `overwrite`, and only an output of ours (`fileio.check_output`)."""
+    replaced only with `overwrite`, and only an output of ours (`fileio.check_output`). A tied model's
+    table is also stored as output.weight, as Meta's Llama 3.2 files hold it; `progress` shows a bar."""
     folder = Path(folder)
-    state = {name: t.detach().to(dtype or t.dtype).cpu() for name, t in model.state_dict().items()}
+    params = params_from_config(model.cfg)  # before any work: a scaling Meta's format cannot hold
+    tensors = model_tensors(model, progress=progress, tied_copy=True)
+    state = {name: t.detach().to(dtype or t.dtype).cpu() for name, t in tensors}
     with fileio.atomic_dir(
         folder, kind="Meta model", overwrite=overwrite, recognise=is_unmarked_native
     ) as tmp:
         for rank, shard in enumerate(split_state(state, n_shards)):
             torch.save(shard, tmp / f"consolidated.{rank:02d}.pth")
-        fileio.write_json(tmp / PARAMS, params_from_config(model.cfg))
+        fileio.write_json(tmp / PARAMS, params)
         if tokenizer is not None:
             write_tokenizer(tmp, tokenizer, "meta", model.cfg.max_seq_len)
     return folder

@@ -18,6 +18,7 @@ from llamafoundry import __version__, fileio
 from llamafoundry.checkpoint.common import (
     build_model,
     load_tokenizer_if_present,
+    model_tensors,
     read_json,
     read_safetensors,
     write_tokenizer,
@@ -52,15 +53,17 @@ def save_native(
     dtype: torch.dtype | None = None,
     *,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Write `model` (and its tokenizer) as a native folder, atomically: all of it or nothing.
 
     `dtype` converts the floating-point tensors; a quantized model's integer weights stay as they are.
-    The tokenizer is written in its own files, with its chat template (`tokenizer_files`). An existing
-    folder is replaced only with `overwrite`, and only an output of ours (`fileio.check_output`).
+    A tied model stores its embedding table once. The tokenizer is written in its own files, with its chat
+    template (`tokenizer_files`). An existing folder is replaced only with `overwrite`, and only an output
+    of ours (`fileio.check_output`). `progress` shows a bar of the tensors.
     """
     folder = Path(folder)
-    state = {name: _stored(t, dtype) for name, t in model.state_dict().items()}
+    state = {name: _stored(t, dtype) for name, t in model_tensors(model, progress=progress)}
     meta = {"format": FORMAT, "llamafoundry_version": __version__, "model": model.cfg.to_dict()}
     quantization = getattr(model, "quantization", None)
     if quantization is not None:

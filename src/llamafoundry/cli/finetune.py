@@ -64,6 +64,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
             overrides += [f"--{key}", str(value)]
     recipe = load_finetune_recipe(args.config, overrides)
     result = finetune(args.model, recipe, resume=args.resume, device=args.device)
+    if not result.is_main:  # under torchrun every rank returns here: rank 0 reports for the job
+        return
     before, after = before_after(read_metrics(result.output / "metrics.jsonl"))
     folders = [f for f in ("adapters", "model") if (result.output / f).is_dir()]
     print(

@@ -44,12 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_presets(args: argparse.Namespace) -> None:
     print(
-        f"{'preset':<12} {'params':>9} {'dim':>6} {'layers':>6} {'heads':>5} {'kv':>4} {'ffn':>6} "
+        f"{'preset':<13} {'params':>9} {'dim':>6} {'layers':>6} {'heads':>5} {'kv':>4} {'ffn':>6} "
         f"{'vocab':>6} {'context':>7}"
     )
     for name, cfg in PRESETS.items():
         print(
-            f"{name:<12} {format_params(num_params(cfg)):>9} {cfg.dim:>6} {cfg.n_layers:>6} {cfg.n_heads:>5} "
+            f"{name:<13} {format_params(num_params(cfg)):>9} {cfg.dim:>6} {cfg.n_layers:>6} {cfg.n_heads:>5} "
             f"{cfg.kv_heads:>4} {cfg.ffn_hidden_dim:>6} {cfg.vocab_size:>6} {cfg.max_seq_len:>7}"
         )
 
@@ -58,7 +58,8 @@ def cmd_info(args: argparse.Namespace) -> None:
     from llamafoundry.checkpoint import detect_format
 
     fmt = "preset" if args.model in PRESETS and not Path(args.model).exists() else detect_format(args.model)
-    model, tokenizer, cfg = load(args, device=args.device)
+    # A preset is described from its config on the meta device: llama-65b's weights would take 260 GB.
+    model, tokenizer, cfg = load(args, device="meta" if fmt == "preset" else args.device)
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
     print(f"model:      {args.model}")
     print(f"format:     {fmt}")
@@ -88,5 +89,25 @@ def cmd_convert(args: argparse.Namespace) -> None:
     check_export(output, args.to, overwrite=args.overwrite)  # before the model is loaded
     # --dtype is the written dtype (GGUF has its own names), so the model loads as stored.
     model, tokenizer, _ = load(args, device=args.device, dtype=None, max_seq_len=args.max_seq_len)
-    export(output, model, tokenizer, args.to, dtype=args.dtype, shards=args.shards, overwrite=args.overwrite)
+    export(
+        output,
+        model,
+        tokenizer,
+        args.to,
+        dtype=args.dtype,
+        shards=args.shards,
+        overwrite=args.overwrite,
+        name=_model_name(args.model),
+        progress=True,
+    )
     print(f"wrote {args.to} model to {output}")
+
+
+def _model_name(model: str) -> str:
+    """What a converted model is called (GGUF's general.name): the source folder's name, a file's name
+    without its suffix, or the preset's."""
+    path = Path(model)
+    if not path.exists():
+        return model
+    path = path.resolve()  # "." is a folder with a name
+    return path.stem if path.is_file() else path.name

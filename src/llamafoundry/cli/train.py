@@ -72,10 +72,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     ]
     cfg = load_run_recipe(args.config, overrides)
     result = train(cfg, resume=args.resume, device=args.device)
-    print(
-        f"done: {result.steps} steps, {result.tokens:,} tokens, validation loss {result.val_loss:.4f}; "
-        f"report in {result.output / 'report.md'}"
-    )
+    if result.is_main:  # under torchrun every rank returns here: one line for the job
+        print(
+            f"done: {result.steps} steps, {result.tokens:,} tokens, validation loss {result.val_loss:.4f}; "
+            f"report in {result.output / 'report.md'}"
+        )
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

@@ -124,6 +124,12 @@ def add_lora(model: Transformer, cfg: LoraConfig) -> Transformer:
             f"LoRA target {', '.join(map(repr, unknown))} is not a linear layer of this model; "
             f"its linear layers are {', '.join(available)}"
         )
+    if "output" in cfg.targets and model.cfg.tie_embeddings:
+        # Merged, the adapter would change the output projection alone: no longer the embedding table.
+        raise UserError(
+            "LoRA target 'output' is the embedding table of this tied model (tie_embeddings); "
+            "leave it out of lora.targets"
+        )
     peft = _peft()
     settings = peft.LoraConfig(
         r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.targets)

@@ -49,6 +49,11 @@ class Layout:
 def plan_layout(pcfg: ParallelSection, cfg: ModelConfig, runtime: Runtime) -> Layout:
     """The (dp_shard x tp) mesh for this world; a UserError when the sizes cannot work."""
     world, tp = runtime.world_size, pcfg.tp
+    if tp > 1 and cfg.tie_embeddings:
+        raise UserError(
+            "parallel.tp > 1 is not supported for a model with tied embeddings (model.tie_embeddings): "
+            "the embedding and output layers shard one table differently; use parallel.tp 1 (FSDP)"
+        )
     dp = world // tp if pcfg.dp_shard in (-1, 0) else pcfg.dp_shard
     if dp * tp != world:
         raise UserError(f"parallel.dp_shard {dp} x parallel.tp {tp} must equal the {world} ranks of this job")
@@ -235,15 +240,14 @@ def gather_model(model: nn.Module, cfg: ModelConfig) -> Transformer | None:
     """A plain Transformer with the full weights on CPU (on rank 0; None on other ranks). Collective."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+    from llamafoundry.checkpoint.common import build_model
+
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_model_state_dict(model, options=options)
     if not is_rank0():
         return None
-    with torch.device("meta"):
-        plain = Transformer(cfg)
-    plain.load_state_dict({k: v.detach().clone() for k, v in state.items()}, assign=True)
-    plain.reset_rope()
-    return plain.eval()
+    # build_model ties a tied model's table to its output again (a state dict holds it twice).
+    return build_model(cfg, {k: v.detach().clone() for k, v in state.items()}, "the trained model").eval()
 
 
 def load_weights(model: nn.Module, cfg: ModelConfig, state: dict[str, torch.Tensor], where: str) -> None:

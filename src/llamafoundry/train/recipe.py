@@ -263,6 +263,8 @@ class RunRecipe:
 
 
 def _toml_value(value: object) -> str:
+    if isinstance(value, dict):  # an inline table: a model's rope_scaling
+        return "{" + ", ".join(f"{key} = {_toml_value(v)}" for key, v in value.items()) + "}"
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
@@ -360,6 +362,8 @@ def _typed(value: object, hint: object, key: str, where: str) -> object:
                 return parsed
     else:
         for kind in kinds:
+            if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+                return value  # a table for a typed part of the model (rope_scaling), which checks its keys
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 return float(value)
             if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):

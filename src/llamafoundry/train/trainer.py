@@ -90,6 +90,7 @@ class TrainResult:
     val_loss: float
     elapsed_s: float
     output: Path
+    is_main: bool = True  # this process is rank 0, the one that speaks for a multi-rank job
 
 
 @dataclass
@@ -300,7 +301,9 @@ class Trainer:
             self._stop_if_asked(stop, before="exporting the model")
         self.export()
         p = self.progress
-        result = TrainResult(p.step, p.tokens, train_loss, val["loss"], p.elapsed_s, self.out)
+        result = TrainResult(
+            p.step, p.tokens, train_loss, val["loss"], p.elapsed_s, self.out, self.rt.is_main
+        )
         self.report(result)
         return result
 
