@@ -193,3 +193,45 @@ def local_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+
+
+def assert_llama_cpp_decodes_as_we_do(model, tokenizer, path) -> None:
+    """llama.cpp, given our GGUF of `model`, computes our logits along our greedy tokens, and so picks
+    the same tokens."""
+    import llama_cpp
+    import numpy as np
+    from llama_cpp import Llama
+
+    from llamafoundry.checkpoint import export
+    from llamafoundry.inference.generate import Generator
+    from llamafoundry.inference.sampling import SamplingParams
+
+    export(path, model, tokenizer, "gguf", dtype="f32")
+    # A float32 KV cache (llama.cpp's default is float16) for float32 all the way, as ours.
+    f32 = llama_cpp.GGML_TYPE_F32
+    llm = Llama(
+        model_path=str(path), n_ctx=256, n_threads=2, verbose=False, logits_all=True, type_k=f32, type_v=f32
+    )
+    prompt = tokenizer.encode("Once upon a time there was")
+    params = SamplingParams(max_new_tokens=40, ignore_eos=True)
+    ours = Generator(model, tokenizer).generate([prompt], params)[0]
+    theirs = []
+    llm.eval(prompt)
+    for _ in range(40):
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        theirs.append(token)
+        llm.eval([token])
+    # The same logits along the same tokens (float32 both; sums in another order)...
+    model.clear_cache()
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + ours.tokens]))[0, len(prompt) - 1 : -1]
+    llm.reset()
+    llm.eval(prompt + ours.tokens)
+    np.testing.assert_allclose(
+        llm.scores[len(prompt) - 1 : llm.n_tokens - 1], logits.numpy(), atol=2e-4, rtol=0
+    )
+    # ...so the same greedy tokens, up to the first near-tie, where rounding may pick either.
+    top2 = logits.topk(2, dim=-1).values
+    clear = int(((top2[:, 0] - top2[:, 1]) > 1e-3).int().cumprod(0).sum())
+    assert clear >= 15
+    assert theirs[:clear] == ours.tokens[:clear]
