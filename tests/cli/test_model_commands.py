@@ -1,6 +1,8 @@
 """`llamafoundry presets | info | convert`, and the one-line errors users get for bad input."""
 
 import json
+import subprocess
+import sys
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -8,6 +10,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from llamafoundry.checkpoint import load_model, save_model
+from llamafoundry.checkpoint.common import DTYPES
+from llamafoundry.cli.models import DTYPE_NAMES
 from llamafoundry.config import PRESETS, num_params
 from tests.helpers import GQA, assert_user_error, random_model
 
@@ -43,6 +47,18 @@ def test_info_describes_every_preset_from_its_config_without_weights(cli):
         assert "format:     preset" in result.stdout and f"{num_params(cfg):,}" in result.stdout
         # Not one weight matrix or rotary table in memory (llama-1m's embedding alone has 65,536 values).
         assert seen.largest < 4096, (name, seen.largest)
+
+
+def test_info_on_a_preset_needs_no_torch_and_checks_its_dtype(cli):
+    # Importing torch alone takes over a second; describing a preset needs none of it.
+    code = (
+        "import sys; from llamafoundry.cli import main; sys.argv = ['llamafoundry', 'info', 'llama3.1-405b']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "405,853,388,800" in done.stdout, done.stderr
+    assert set(DTYPE_NAMES) == set(DTYPES)
+    assert_user_error(cli("info", "llama-7b", "--dtype", "fp8"), "unknown dtype 'fp8'")
 
 
 def test_convert_between_every_format_keeps_the_logits(tmp_path, shared_data, cli):

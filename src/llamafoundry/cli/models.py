@@ -14,8 +14,10 @@ from llamafoundry.cli.options import (
     load,
     output_of,
 )
-from llamafoundry.config import PRESETS, format_params, num_params
+from llamafoundry.config import PRESETS, format_params, get_preset, num_params
 from llamafoundry.errors import UserError
+
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # checkpoint.common.DTYPES, named without importing torch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,19 +57,25 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from llamafoundry.checkpoint import detect_format
+    if args.model in PRESETS and not Path(args.model).exists():
+        # From the config alone, without torch: even an empty llama-65b takes seconds to build.
+        fmt, cfg, tokenizer = "preset", get_preset(args.model), _tokenizer_for(args)
+        if args.dtype not in (None, *DTYPE_NAMES):
+            raise UserError(f"unknown dtype {args.dtype!r}; choose one of {', '.join(DTYPE_NAMES)}")
+        dtypes, quantization = [args.dtype or "float32"], args.quantize
+    else:
+        from llamafoundry.checkpoint import detect_format
 
-    fmt = "preset" if args.model in PRESETS and not Path(args.model).exists() else detect_format(args.model)
-    # A preset is described from its config on the meta device: llama-65b's weights would take 260 GB.
-    model, tokenizer, cfg = load(args, device="meta" if fmt == "preset" else args.device)
-    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+        fmt = detect_format(args.model)
+        model, tokenizer, cfg = load(args, device=args.device)
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+        quantization = getattr(getattr(model, "quantization", None), "method", None)
     print(f"model:      {args.model}")
     print(f"format:     {fmt}")
     print(f"parameters: {num_params(cfg):,} ({format_params(num_params(cfg))})")
     print(f"dtype:      {', '.join(dtypes)}")
-    quantization = getattr(model, "quantization", None)
     if quantization is not None:
-        print(f"quantized:  {quantization.method}")
+        print(f"quantized:  {quantization}")
     for key, value in cfg.to_dict().items():
         print(f"  {key:<20} {value}")
     print(f"  {'ffn_hidden_dim':<20} {cfg.ffn_hidden_dim}")
@@ -75,6 +83,13 @@ def cmd_info(args: argparse.Namespace) -> None:
         print("tokenizer:  none")
     else:
         print(f"tokenizer:  {tokenizer.vocab_size} pieces, bos {tokenizer.bos_id}, eos {tokenizer.eos_id}")
+
+
+def _tokenizer_for(args: argparse.Namespace):
+    """--tokenizer's tokenizer, or None."""
+    from llamafoundry.tokenizer import load_tokenizer
+
+    return load_tokenizer(args.tokenizer) if args.tokenizer is not None else None
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
