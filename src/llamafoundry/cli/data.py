@@ -1,4 +1,5 @@
-"""Data commands: `data run` (a recipe: read, filter, write shards and a report) and
+"""Data commands: `data run` (a recipe: read, filter, write shards and a report),
+`data train-reference-lm` (the perplexity filter's model, from Wikipedia dumps) and
 `data train-classifier` (the Wikipedia-reference classifier)."""
 
 from __future__ import annotations
@@ -47,6 +48,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # --quantize names a weight format on every command that loads a model; here it was a yes/no.
     p.add_argument("--quantize", dest="old_quantize", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train_classifier)
+
+    p = commands.add_parser(
+        "train-reference-lm",
+        help="build the perplexity stage's reference model (CCNet's) from Wikipedia dumps",
+        description="From the cleaned articles of Wikipedia dumps (one language), write CCNet's reference "
+        "language model into a folder: <lang>.sp.model (SentencePiece) and <lang>.arpa (an n-gram model "
+        "over its pieces, interpolated modified Kneser-Ney as KenLM's lmplz estimates it). Give them to "
+        "the perplexity stage as `tokenizer` and `model`.",
+    )
+    p.add_argument("dumps", nargs="+", type=Path, metavar="DUMP", help="*-pages-articles*.xml(.bz2) dumps")
+    add_output(p, "folder to write the models into", required=True)
+    p.add_argument("--order", type=int, default=5, help="n-gram order (default: 5, CCNet's)")
+    p.add_argument("--vocab-size", type=int, default=32000, help="SentencePiece pieces (default: 32000)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train_reference_lm)
 
     p = commands.add_parser(
         "tokenize",
@@ -103,6 +119,31 @@ def cmd_run(args: argparse.Namespace) -> None:
             f"({src['shards']} shards)"
         )
     print(f"wrote {recipe.output} (report: {recipe.output / 'report.md'})")
+
+
+def cmd_train_reference_lm(args: argparse.Namespace) -> None:
+    from llamafoundry.data.reference_lm import train_reference_lm
+    from llamafoundry.data.sources.wikipedia import WikipediaReader
+    from llamafoundry.errors import UserError
+
+    missing = [str(d) for d in args.dumps if not d.is_file()]
+    if missing:
+        raise UserError(f"dump not found: {', '.join(missing)}")
+    reader = WikipediaReader()
+    articles = (doc for dump in args.dumps for doc in reader.read(dump))
+    result = train_reference_lm(
+        articles,
+        args.output,
+        order=args.order,
+        vocab_size=args.vocab_size,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    for reason, count in reader.stats.dropped.items():
+        print(f"skipped {count:,} ({reason}), first: {reader.stats.examples[reason]}")
+    ngrams = ", ".join(f"{count:,} {n}-grams" for n, count in enumerate(result["ngrams"], 1))
+    print(f"{result['pages']:,} articles, {result['lines']:,} lines, {result['pieces']:,} pieces: {ngrams}")
+    print(f"wrote {result['model']} and {result['tokenizer']} (the perplexity stage's model and tokenizer)")
 
 
 def _texts(files: list[Path]):
