@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from llamafoundry.data.document import Document
-from llamafoundry.data.filters.perplexity import PerplexityFilter, normalize_for_lm
+from llamafoundry.data.filters.perplexity import KENLM_MAGIC, PerplexityFilter, normalize_for_lm
+from tests.data.helpers import write_wet
 
 GIBBERISH = "qzx vlork ptang wibble frop znarg\nblix quonk zzzt"
 
@@ -90,3 +91,32 @@ def test_our_model_gives_per_character_perplexity(tmp_path, shared_data):
     assert list(strict([Document("d", doc, "commoncrawl", {})])) == []
     long_doc = doc * 20  # longer than the model's context: scored in windows
     assert math.isfinite(stage.scorer.perplexity(long_doc))
+
+
+@pytest.mark.parametrize("damage", ["cut short", "binary header only"])
+def test_an_unusable_kenlm_file_is_one_line_not_a_traceback(tmp_path, cli, shared_data, damage):
+    model = tmp_path / "en.arpa.bin"
+    if damage == "cut short":
+        _write_unigram_arpa(
+            model, (shared_data / "corpora/tinyshakespeare/input.txt").read_text().splitlines()
+        )
+        model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    else:
+        model.write_bytes(KENLM_MAGIC + b" version 5\0" + bytes(40))
+    write_wet(tmp_path / "CC-0.warc.wet.gz", [("https://example.com/", "Some page text.")])
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f"""
+[run]
+output = "{tmp_path / "out"}"
+[sources.commoncrawl]
+inputs = ["{tmp_path}/*.warc.wet.gz"]
+[[sources.commoncrawl.stages]]
+stage = "perplexity"
+model = "{model}"
+max_perplexity = 1000.0
+""")
+    done = cli("data", "run", recipe, "--workers", 1, "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "OSError" not in done.stderr
+    # KenLM's own chatter on stderr ("Loading the LM will be faster...") aside, ours is one line.
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("llamafoundry")]
+    assert f"perplexity model {model} is not a usable KenLM file (" in line and "rebuild it" in line

@@ -64,6 +64,7 @@ _PUNCT_ASCII = [
 _PUNCT_TABLE = str.maketrans(dict(zip(UNICODE_PUNCT, _PUNCT_ASCII, strict=True)))
 _NON_PRINTING = str.maketrans({c: None for c in [*range(0, 32), *range(127, 160)]})
 _DIGIT = re.compile(r"\d")
+_KENLM_REASON = re.compile(r"^\S+:\d+ in .*? threw \w+\. ")
 
 
 def normalize_for_lm(line: str) -> str:
@@ -87,6 +88,21 @@ def is_kenlm_file(path: Path) -> bool:
     return head == KENLM_MAGIC or head.lstrip().startswith(b"\\data\\")
 
 
+def _load_kenlm(kenlm, path: Path):
+    """KenLM's model at `path`; a file KenLM cannot read (cut short, damaged, not a model) is a
+    UserError naming KenLM's reason, not its OSError."""
+    try:
+        return kenlm.Model(str(path))
+    except OSError as exc:
+        # "Cannot read model 'PATH' (REASON)", REASON maybe after a C++ source location: REASON, on one line.
+        reason = " ".join(str(exc).split())
+        reason = _KENLM_REASON.sub("", reason.removeprefix(f"Cannot read model '{path}' (").removesuffix(")"))
+        raise UserError(
+            f"perplexity model {path} is not a usable KenLM file ({reason}); rebuild it "
+            "(llamafoundry data train-reference-lm) or give another model"
+        ) from None
+
+
 class KenLMScorer:
     """Perplexity of a document under a KenLM model, the CCNet way (see the module docstring)."""
 
@@ -98,7 +114,7 @@ class KenLMScorer:
                 "a KenLM model needs the kenlm module: pip install kenlm (it compiles KenLM); "
                 "or give one of our model folders as the perplexity model"
             ) from None
-        self.model = kenlm.Model(str(path))
+        self.model = _load_kenlm(kenlm, path)
         self.sp = None
         if tokenizer:
             import sentencepiece
