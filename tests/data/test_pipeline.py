@@ -13,6 +13,8 @@ import zstandard
 from llamafoundry.data.filters.quality import C4Quality
 from llamafoundry.data.pipeline import run_recipe
 from llamafoundry.data.recipe import load_recipe
+from llamafoundry.data.report import to_markdown
+from llamafoundry.data.stage import StageStats
 from llamafoundry.data.textio import read_shard
 from tests.data.helpers import FRENCH, crawl_pages, write_wet
 
@@ -114,7 +116,29 @@ def test_run_writes_shards_and_report(crawl, tmp_path):
     for name in ("report.json", "report.md", "report.png"):
         assert (out / name).stat().st_size > 0
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| langid | 13 | 12 |" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "| langid | 13 | 12 |" in md
+    (dedup_row,) = [line for line in md.splitlines() if line.startswith("| line_dedup |")]
+    assert dedup_row.endswith("| lines removed: 40 |")  # the tally of report.json, in report.md too
+
+
+def test_report_md_shows_each_stage_s_tallies_but_languages():
+    stage = StageStats("perplexity", 5, 4, 50, 40)
+    stage.tallies.update({"bucket head": 2, "bucket middle": 1, "bucket tail": 1, "language en": 5})
+    report = {"recipe": "r.toml", "output": "out", "mixture": {}}
+    report["sources"] = {
+        "cc": {
+            "shards": 1,
+            "shards_skipped_as_finished": 0,
+            "docs_out": 4,
+            "bytes_out": 40,
+            "stages": [stage.to_dict()],
+            "languages": {"en": 5},
+        }
+    }
+    md = to_markdown(report)
+    assert "| perplexity | 5 | 4 | 0.00 | 0.00 |  | bucket head: 2; bucket middle: 1; bucket tail: 1 |" in md
+    assert "Languages (documents): en 5" in md
 
 
 def test_rerun_skips_finished_shards_and_rebuilds_a_lost_one_identically(crawl, tmp_path):

@@ -48,6 +48,12 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:,.2f}"
 
 
+def _counted(stage: dict[str, Any]) -> str:
+    """A stage's tallies (lines removed, perplexity buckets, ...) but languages, which get their own line."""
+    tallies = stage["tallies"].items()
+    return "; ".join(f"{k}: {v:,}" for k, v in tallies if not k.startswith(LANGUAGE_TALLY))
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     """The report as markdown tables, one per source."""
     lines = [f"# Data run: {report['recipe']}", "", f"Output: `{report['output']}`", ""]
@@ -58,8 +64,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{src['shards']} shards ({src['shards_skipped_as_finished']} already finished); "
             f"{src['docs_out']:,} documents, {_mb(src['bytes_out'])} MB out.",
             "",
-            "| step | docs in | docs out | MB in | MB out | dropped (why) |",
-            "|---|---:|---:|---:|---:|---|",
+            "| step | docs in | docs out | MB in | MB out | dropped (why) | counted |",
+            "|---|---:|---:|---:|---:|---|---|",
         ]
         for s in src["stages"]:
             why = "; ".join(
@@ -68,7 +74,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             )
             lines.append(
                 f"| {s['name']} | {s['docs_in']:,} | {s['docs_out']:,} | {_mb(s['bytes_in'])} | "
-                f"{_mb(s['bytes_out'])} | {why} |"
+                f"{_mb(s['bytes_out'])} | {why} | {_counted(s)} |"
             )
         examples = [(s["name"], r, w) for s in src["stages"] for r, w in s["examples"].items()]
         if examples:
