@@ -195,10 +195,14 @@ def test_train_reference_lm_says_what_is_wrong_in_one_line(cli, tmp_path):
     assert_user_error(
         cli("data", "train-reference-lm", tmp_path / "no.xml.bz2", "-o", tmp_path / "lm"), "no.xml.bz2"
     )
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("keep me")
     dump = tmp_path / "enwiki-pages-articles.xml"
     dump.write_text("<mediawiki><siteinfo><dbname>enwiki</dbname></siteinfo></mediawiki>")
+    assert_user_error(cli("data", "train-reference-lm", dump, "-o", tmp_path / "lm", "--order", 1), "--order")
+    assert_user_error(
+        cli("data", "train-reference-lm", dump, "-o", tmp_path / "lm", "--vocab-size", 10), "--vocab-size"
+    )
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
     assert_user_error(cli("data", "train-reference-lm", dump, "-o", tmp_path / "mine"), "did not write")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert_user_error(

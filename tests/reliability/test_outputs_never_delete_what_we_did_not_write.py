@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import pytest
 
@@ -52,6 +53,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict:
     wiki, web = root / "wiki.txt", root / "web.txt"
     wiki.write_text("\n".join(lines[:200]) + "\n")
     web.write_text("\n".join(lines[-200:]) + "\n")
+    dump = root / "enwiki-pages-articles.xml"
+    dump.write_text(
+        "<mediawiki><siteinfo><dbname>enwiki</dbname></siteinfo><page><title>Plays</title><ns>0</ns>"
+        f"<id>1</id><revision><id>2</id><text>{escape(text.read_text())}</text></revision></page></mediawiki>"
+    )
     tokens = root / "tokens"
     build_shards({"books": [docs]}, root / "tokenizer.model", tokens, val_fraction=0.1, workers=1)
     return {
@@ -62,6 +68,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict:
         "recipe": recipe,
         "wiki": wiki,
         "web": web,
+        "dump": dump,
         "tokens": tokens,
         "shared": shared_data,
     }
@@ -107,6 +114,21 @@ COMMANDS = [
             out,
         ],
         folder=False,
+    ),
+    Command(
+        "data train-reference-lm",
+        lambda i, out: [
+            "data",
+            "train-reference-lm",
+            i["dump"],
+            "-o",
+            out,
+            "--order",
+            2,
+            "--vocab-size",
+            400,
+            "--quiet",
+        ],
     ),
     Command(
         "eval",

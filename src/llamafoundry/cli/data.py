@@ -125,7 +125,10 @@ def cmd_train_reference_lm(args: argparse.Namespace) -> None:
     from llamafoundry.data.reference_lm import train_reference_lm
     from llamafoundry.data.sources.wikipedia import WikipediaReader
     from llamafoundry.errors import UserError
+    from llamafoundry.tokenizer import MIN_VOCAB_SIZE
 
+    check_at_least(args, 2, "order")  # KenLM reads bigram models and up
+    check_at_least(args, MIN_VOCAB_SIZE, "vocab_size")
     missing = [str(d) for d in args.dumps if not d.is_file()]
     if missing:
         raise UserError(f"dump not found: {', '.join(missing)}")
