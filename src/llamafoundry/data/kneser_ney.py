@@ -27,6 +27,7 @@ from tqdm import tqdm
 from llamafoundry.errors import UserError
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
+_UNK_ID, _BOS_ID, _EOS_ID = 0, 1, 2
 # KenLM's (and SRILM's) log10 probability for <s>, which is context and never predicted.
 BOS_LOG10_PROB = -99.0
 
@@ -80,7 +81,8 @@ class NGramModel:
 
 def estimate(sentences: Iterable[Sequence[str]], order: int = 5) -> NGramModel:
     """Interpolated modified Kneser-Ney estimates of every n-gram up to `order` in `sentences` (each a
-    sequence of words, without `<s>` and `</s>`), as lmplz makes them (see the module docstring)."""
+    sequence of words without whitespace, `<s>` and `</s>` not included), as lmplz makes them (see the
+    module docstring)."""
     if order < 2:
         raise UserError(
             f"the n-gram order must be at least 2 (KenLM reads bigram models and up), got {order}"
@@ -89,7 +91,7 @@ def estimate(sentences: Iterable[Sequence[str]], order: int = 5) -> NGramModel:
     if len(tokens) == 0:
         raise UserError("no text to estimate an n-gram model from")
     counted = _count(tokens, len(vocab), order)
-    adjusted = _adjusted_counts(counted, tokens, order)
+    adjusted = _adjusted_counts(counted, order)
     discounts = [_discounts(a, n) for n, a in enumerate(adjusted, 1)]
     orders: list[Order] = []
     lower_prob = np.full(1, 1.0 / (len(vocab) - 1))  # uniform over the vocabulary, <s> left out
@@ -105,9 +107,6 @@ def estimate(sentences: Iterable[Sequence[str]], order: int = 5) -> NGramModel:
         orders.append(Order(gram.prefix, gram.last, log10_prob, None))
         lower_prob = prob
     return NGramModel(vocab, orders, discounts)
-
-
-_UNK_ID, _BOS_ID, _EOS_ID = 0, 1, 2
 
 
 def _index(sentences: Iterable[Sequence[str]]) -> tuple[list[str], np.ndarray]:
@@ -154,7 +153,7 @@ def _count(tokens: np.ndarray, vocab_size: int, order: int) -> list[_Counted]:
     return out
 
 
-def _adjusted_counts(counted: list[_Counted], tokens: np.ndarray, order: int) -> list[np.ndarray]:
+def _adjusted_counts(counted: list[_Counted], order: int) -> list[np.ndarray]:
     """lmplz's adjusted counts: the count for the top order and for n-grams that start with <s>; below
     the top order, the number of distinct words seen before the n-gram. <s> and <unk> as unigrams: 0."""
     adjusted = []
