@@ -25,6 +25,7 @@ OUTPUT_COMMANDS = [
     ["data", "run", "recipe.toml"],
     ["data", "tokenize", "in.txt", "--tokenizer", "t.model"],
     ["data", "train-classifier", "--positive", "p", "--negative", "n"],
+    ["data", "wiki-references", "dump.xml.bz2"],
     ["tokenizer", "train", "f.txt"],
     ["train", "--config", "r.toml"],
 ]
