@@ -78,7 +78,7 @@ def test_old_spellings_still_work_with_a_deprecation_line(tmp_path, cli, capfd):
     assert "--out is deprecated" in capfd.readouterr().err
     argv = ["data", "train-classifier", "--positive", "p", "--negative", "n", "-o", "m.bin", "--quantize"]
     args = build_parser().parse_args(argv)
-    assert args.old_quantize and not args.compress  # the command maps it to --compress, with a warning
+    assert args.old_quantize  # the command maps it to --compress (now the default), with a warning
 
 
 def test_new_spellings_and_their_errors(tmp_path, cli):

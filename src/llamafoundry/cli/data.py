@@ -43,7 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--word-ngrams", type=int, default=2)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument(
-        "--compress", action="store_true", help="write a smaller model (fastText's product quantization)"
+        "--compress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="quantize the model (fastText's product quantization): about 1 MB instead of 512 MB (default)",
+    )
+    p.add_argument(
+        "--cutoff", type=int, default=20_000, help="words and n-gram buckets a compressed model keeps"
     )
     # --quantize names a weight format on every command that loads a model; here it was a yes/no.
     p.add_argument("--quantize", dest="old_quantize", action="store_true", help=argparse.SUPPRESS)
@@ -151,6 +157,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
         word_ngrams=args.word_ngrams,
         dim=args.dim,
         quantize=args.compress or args.old_quantize,
+        cutoff=args.cutoff,
     )
     result = train_classifier(
         _texts(args.positive), _texts(args.negative), args.output, config, overwrite=args.overwrite
