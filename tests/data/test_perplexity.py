@@ -10,6 +10,7 @@ import torch
 
 from llamafoundry.data.document import Document
 from llamafoundry.data.filters.perplexity import KENLM_MAGIC, PerplexityFilter, normalize_for_lm
+from llamafoundry.errors import UserError
 from tests.data.helpers import write_wet
 
 GIBBERISH = "qzx vlork ptang wibble frop znarg\nblix quonk zzzt"
@@ -120,3 +121,83 @@ max_perplexity = 1000.0
     # KenLM's own chatter on stderr ("Loading the LM will be faster...") aside, ours is one line.
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("llamafoundry")]
     assert f"perplexity model {model} is not a usable KenLM file (" in line and "rebuild it" in line
+
+
+BUCKET_RECIPE = """
+[run]
+output = "{out}"
+
+[sources.commoncrawl]
+inputs = ["{wet}"]
+
+[[sources.commoncrawl.stages]]
+stage = "langid"
+languages = ["en"]
+
+[[sources.commoncrawl.stages]]
+stage = "perplexity"
+model = "{arpa}"
+percentiles = [30, 60]
+sample_docs = 12
+keep = ["head", "middle"]
+"""
+
+
+def test_buckets_cut_at_the_sample_passs_percentiles(tmp_path, articles):
+    import numpy as np
+
+    from llamafoundry.data.filters.langid import LanguageFilter
+    from llamafoundry.data.pipeline import run_recipe
+    from llamafoundry.data.recipe import load_recipe
+    from llamafoundry.data.sources.commoncrawl import CommonCrawlReader
+    from llamafoundry.data.textio import read_shard
+    from tests.data.helpers import FRENCH, crawl_pages, write_wet
+
+    arpa = tmp_path / "en.arpa"
+    _write_unigram_arpa(arpa, [line for a in articles[30:130] for line in a])
+    spam = [
+        (f"https://spam.example.com/{i}", "buy cheap pills now best price click here " * (i + 2))
+        for i in range(4)
+    ]
+    pages = crawl_pages(articles, 20)
+    # French first: the langid stage drops it, so the sample is of the perplexity stage's own input.
+    wet = tmp_path / "CC-MAIN-00000.warc.wet.gz"
+    write_wet(wet, [("https://fr.example.com/rhone", FRENCH)] + pages[:8] + spam + pages[8:])
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(BUCKET_RECIPE.format(out=tmp_path / "out", wet=wet, arpa=arpa))
+
+    report = run_recipe(load_recipe(recipe), workers=1, show_progress=False)
+
+    scorer = PerplexityFilter(model=str(arpa)).scorer
+    english = list(LanguageFilter(["en"])(CommonCrawlReader().read(wet)))
+    assert len(english) == 24
+    ppl = {d.id: scorer.perplexity(d.text) for d in english}
+    cutoffs = np.percentile([ppl[d.id] for d in english[:12]], [30, 60])
+    (buckets,) = report["sources"]["commoncrawl"]["perplexity_buckets"]
+    assert buckets["cutoffs"] == pytest.approx(list(cutoffs), rel=1e-9)
+    assert buckets["percentiles"] == [30, 60] and buckets["keep"] == ["head", "middle"]
+
+    expected = {
+        i: "head" if p < cutoffs[0] else "middle" if p < cutoffs[1] else "tail" for i, p in ppl.items()
+    }
+    kept = list(read_shard(tmp_path / "out" / "commoncrawl" / "CC-MAIN-00000.warc.wet.jsonl.zst"))
+    assert {d.id: d.meta["bucket"] for d in kept} == {i: b for i, b in expected.items() if b != "tail"}
+    counts = Counter(expected.values())
+    assert all(counts[b] > 0 for b in ("head", "middle", "tail")), counts
+    stage = report["sources"]["commoncrawl"]["stages"][2]
+    assert stage["dropped"] == {"perplexity in the tail bucket": counts["tail"]}
+    assert stage["tallies"] == {f"perplexity bucket {b}": n for b, n in counts.items()}
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert f"head < {cutoffs[0]:,.1f} <= middle < {cutoffs[1]:,.1f} <= tail" in markdown
+
+
+def test_bucket_options_are_checked(tmp_path):
+    arpa = tmp_path / "en.arpa"
+    _write_unigram_arpa(arpa, ["a b c"])
+    with pytest.raises(UserError, match="percentiles must be two increasing numbers"):
+        PerplexityFilter(model=str(arpa), percentiles=[60, 30])
+    with pytest.raises(UserError, match="keep must name some of head, middle, tail"):
+        PerplexityFilter(model=str(arpa), cutoffs=[1.0, 2.0], keep=["top"])
+    stage = PerplexityFilter(model=str(arpa), percentiles=[30, 60])
+    with pytest.raises(UserError, match="need a sample pass"):
+        list(stage([Document("d", "a b", "commoncrawl", {})]))

@@ -7,6 +7,11 @@ groups run in parallel. Every shard is written atomically with its counts beside
 finished shards: when a group has dedup stages, its finished
 shards are read again (not written) to rebuild what the dedup stages had seen, so that the output is the
 same as an uninterrupted run's.
+
+A perplexity stage with bucket `percentiles` gets its cut-offs from a sample pass before the run: its
+source's shards, in a seeded random order, are read through the stages before it until `sample_docs`
+documents reach it (one pass in this process, so every group cuts at the same perplexities, as CCNet's
+one cut-off table per language does).
 """
 
 from __future__ import annotations
@@ -16,15 +21,16 @@ import json
 import multiprocessing
 import os
 import queue
+import random
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from llamafoundry.data.document import Document
 from llamafoundry.data.filters import stage_class
-from llamafoundry.data.recipe import Recipe, Shard, StageSpec
+from llamafoundry.data.recipe import Recipe, Shard, SourceRecipe, StageSpec
 from llamafoundry.data.sources import reader_class
 from llamafoundry.data.stage import ShardResult, Stage, StageStats
 from llamafoundry.data.textio import SHARD_SUFFIX, write_shard
@@ -33,6 +39,7 @@ from llamafoundry.fileio import claim_run_dir, write_json
 
 EXECUTORS = ("local", "ray")
 STATS_SUFFIX = ".stats.json"
+SAMPLE_SEED = 0  # the shard order of the perplexity sample pass
 
 
 @dataclass
@@ -71,6 +78,41 @@ def build_stages(specs: list[StageSpec]) -> list[Stage]:
     return stages
 
 
+def with_perplexity_cutoffs(recipe: Recipe) -> Recipe:
+    """The recipe with `cutoffs` measured (see the module docstring) for every perplexity stage that has
+    bucket `percentiles` and no cut-offs yet."""
+    sources = {}
+    for name, src in recipe.sources.items():
+        stages = list(src.stages)
+        for i, spec in enumerate(stages):
+            if (
+                spec.name == "perplexity"
+                and spec.options.get("percentiles")
+                and not spec.options.get("cutoffs")
+            ):
+                cutoffs = _sample_cutoffs(name, src, stages, i)
+                if cutoffs is not None:  # nothing reached the stage: nothing to cut either
+                    stages[i] = StageSpec(spec.name, {**spec.options, "cutoffs": cutoffs})
+        sources[name] = replace(src, stages=stages)
+    return replace(recipe, sources=sources)
+
+
+def _sample_cutoffs(source: str, src: SourceRecipe, stages: list[StageSpec], i: int) -> list[float] | None:
+    reader = _reader(src.reader, source)
+    before = build_stages(stages[:i])
+    stage = build_stages([stages[i]])[0]
+    shards = list(src.shards)
+    random.Random(SAMPLE_SEED).shuffle(shards)
+    return stage.measure(compose(before, (doc for s in shards for doc in reader.read(s.input))))
+
+
+def _reader(spec: StageSpec, source: str):
+    try:
+        return reader_class(spec.name)(source=source, **spec.options)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"reader {spec.name}: {exc}") from None
+
+
 def fingerprint(task: GroupTask) -> str:
     """What a shard's content depends on besides its input: the reader and stages with their options. A
     shard written under another fingerprint (the recipe changed) is not finished for this run."""
@@ -97,10 +139,7 @@ def _reset(stats_holders: list[Any], names: list[str]) -> None:
 
 def run_group(task: GroupTask, progress: Any = None) -> list[ShardResult]:
     """Process one shard group in order; `progress` (a queue) gets (docs, bytes) after each shard."""
-    try:
-        reader = reader_class(task.reader.name)(source=task.source, **task.reader.options)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"reader {task.reader.name}: {exc}") from None
+    reader = _reader(task.reader, task.source)
     stages = build_stages(task.stages)
     holders = [reader, *stages]
     names = ["read", *(s.name for s in stages)]
@@ -248,6 +287,7 @@ def run_recipe(
         raise UserError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     claim_run_dir(recipe.output, "data run", recognise=_is_unmarked_data_run)
     workers = workers or recipe.workers or os.cpu_count() or 1
+    recipe = with_perplexity_cutoffs(recipe)
     tasks = plan(recipe)
     shard_count = sum(len(t.shards) for t in tasks)
     bar = tqdm(total=shard_count, unit="shard", desc="data", disable=not show_progress)

@@ -40,8 +40,44 @@ def summarize(recipe: Recipe, results: list[ShardResult]) -> dict[str, Any]:
             "bytes_out": merged[-1].bytes_out,
             "languages": dict(languages.most_common()),
         }
+        buckets = perplexity_buckets(recipe.sources[name].stages)
+        if buckets:
+            sources[name]["perplexity_buckets"] = buckets
     mixture = {k: {"weight": v.weight, "epochs": v.epochs} for k, v in (recipe.mixture or {}).items()}
     return {"recipe": str(recipe.path), "output": str(recipe.output), "sources": sources, "mixture": mixture}
+
+
+def perplexity_buckets(stages: list) -> list[dict[str, Any]]:
+    """Where each perplexity stage cut its buckets: the percentiles, the perplexities there (measured on
+    the sample pass, or given), the sample size asked for and the buckets kept."""
+    from llamafoundry.data.filters.perplexity import BUCKETS, SAMPLE_DOCS
+
+    return [
+        {
+            "percentiles": s.options.get("percentiles"),
+            "cutoffs": s.options["cutoffs"],
+            "sample_docs": s.options.get("sample_docs", SAMPLE_DOCS)
+            if s.options.get("percentiles")
+            else None,
+            "keep": list(s.options.get("keep", BUCKETS)),
+        }
+        for s in stages
+        if s.name == "perplexity" and s.options.get("cutoffs")
+    ]
+
+
+def _bucket_line(b: dict[str, Any]) -> str:
+    head, tail = b["cutoffs"]
+    where = (
+        f"percentiles {b['percentiles'][0]:g} and {b['percentiles'][1]:g} of a sample of up to "
+        f"{b['sample_docs']:,} documents"
+        if b["percentiles"]
+        else "given"
+    )
+    return (
+        f"Perplexity buckets: head < {head:,.1f} <= middle < {tail:,.1f} <= tail ({where}); "
+        f"kept: {', '.join(b['keep'])}"
+    )
 
 
 def _mb(n: int) -> str:
@@ -83,6 +119,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         if src["languages"]:
             top = ", ".join(f"{k} {v:,}" for k, v in list(src["languages"].items())[:12])
             lines += ["", f"Languages (documents): {top}"]
+        for buckets in src.get("perplexity_buckets", []):
+            lines += ["", _bucket_line(buckets)]
         lines.append("")
     if report["mixture"]:
         lines += ["## Mixture (Table 1)", "", "| source | weight | epochs |", "|---|---:|---:|"]
