@@ -130,7 +130,7 @@ def test_llama_recipe_runs_every_source_end_to_end(tmp_path, articles, shared_da
     (tmp_path / "lm.txt").write_text("\n".join(wiki_text))
     sp_model = _sentencepiece(tmp_path / "lm.txt", tmp_path / "sp")
     shutil.copy(sp_model, models / "en.sp.model")
-    _arpa_over_pieces(models / "en.arpa.bin", sp_model, wiki_text)
+    _arpa_over_pieces(models / "en.arpa", sp_model, wiki_text)
     web = [line for line in (shared_data / "realtoxicityprompts/nontoxic.jsonl").read_text().splitlines()]
     web = [" ".join(json.loads(x)["prompt"]["text"] for x in web[i : i + 3]) for i in range(0, 600, 3)]
     train_classifier(
