@@ -28,6 +28,18 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON file's object; an unreadable file or one holding no object is a UserError naming it."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not readable JSON ({exc}); fix or re-export the file") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} should hold a JSON object, found {type(value).__name__}")
+    return value
+
+
 def read_toml(path: str | os.PathLike, what: str = "file") -> dict:
     """A TOML file's tables; a missing or malformed file is a UserError naming it (`what`: "recipe"...)."""
     path = Path(path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,16 +33,6 @@ def is_gguf_file(path: Path) -> bool:
     """Whether `path` is a GGUF file (by its magic), the one kind of file a GGUF export replaces."""
     with open(path, "rb") as f:
         return f.read(4) == b"GGUF"
-
-
-def read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not readable JSON ({exc}); fix or re-export the file") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{path} should hold a JSON object, found {type(value).__name__}")
-    return value
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -18,7 +18,6 @@ from llamafoundry.checkpoint.common import (
     build_model,
     load_tokenizer_if_present,
     model_tensors,
-    read_json,
     read_safetensors,
     read_torch,
     write_tokenizer,
@@ -27,6 +26,7 @@ from llamafoundry.checkpoint.native import is_unmarked_native
 from llamafoundry.checkpoint.tokenizer_files import generation_config
 from llamafoundry.config import ModelConfig, RopeScaling
 from llamafoundry.errors import UserError
+from llamafoundry.fileio import read_json
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
 

@@ -19,13 +19,13 @@ from llamafoundry.checkpoint.common import (
     build_model,
     load_tokenizer_if_present,
     model_tensors,
-    read_json,
     read_torch,
     write_tokenizer,
 )
 from llamafoundry.checkpoint.native import is_unmarked_native
 from llamafoundry.config import ModelConfig, RopeScaling
 from llamafoundry.errors import UserError
+from llamafoundry.fileio import read_json
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
 

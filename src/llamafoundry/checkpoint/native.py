@@ -19,12 +19,12 @@ from llamafoundry.checkpoint.common import (
     build_model,
     load_tokenizer_if_present,
     model_tensors,
-    read_json,
     read_safetensors,
     write_tokenizer,
 )
 from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
+from llamafoundry.fileio import read_json
 from llamafoundry.model import Transformer
 from llamafoundry.tokenizer import Tokenizer
 

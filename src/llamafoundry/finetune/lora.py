@@ -42,10 +42,11 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from llamafoundry import fileio
-from llamafoundry.checkpoint.common import build_model, merge_adapters, read_json, read_safetensors
+from llamafoundry.checkpoint.common import build_model, merge_adapters, read_safetensors
 from llamafoundry.checkpoint.hf import from_hf, to_hf
 from llamafoundry.config import ModelConfig
 from llamafoundry.errors import UserError
+from llamafoundry.fileio import read_json
 from llamafoundry.model import Transformer
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"

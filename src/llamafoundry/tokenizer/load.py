@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from llamafoundry import fileio
 from llamafoundry.errors import UserError
 from llamafoundry.tokenizer.base import Tokenizer
 from llamafoundry.tokenizer.bytelevel import read_ranks
@@ -95,12 +95,5 @@ def _json_tokenizer(path: Path) -> JsonTokenizer:
 
 
 def _json_object(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not readable JSON ({exc}); fix the file") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{path} should hold a JSON object, found {type(value).__name__}")
-    return value
+    """The JSON object in `path`, or {} when there is no such file."""
+    return fileio.read_json(path) if path.is_file() else {}

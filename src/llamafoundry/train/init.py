@@ -45,10 +45,10 @@ def folder_config(path: str | os.PathLike) -> ModelConfig:
     (ours, Hugging Face's, a training checkpoint); Meta's params.json lacks the vocabulary and a llama2.c
     file is all header and weights, so those two are loaded (memory-mapped)."""
     from llamafoundry.checkpoint import detect_format, load_model
-    from llamafoundry.checkpoint.common import read_json
     from llamafoundry.checkpoint.dcp import PARTIAL_DIR, STATE_FILE, read_trainer_state
     from llamafoundry.checkpoint.hf import config_from_hf
     from llamafoundry.checkpoint.hub import resolve
+    from llamafoundry.fileio import read_json
 
     path = resolve(path)
     if not path.exists():  # load_model's own message offers presets, which hold no weights to start from
