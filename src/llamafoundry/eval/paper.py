@@ -155,8 +155,8 @@ def estimate(lm: LM, data_dir: Path | None, config: RunConfig, runs: Sequence[tu
         except UserError:
             continue  # the run itself will fail with this error, and cost nothing
         contexts = list(dict.fromkeys(c for c, _ in recorded.scored))
-        scored += sum(count_tokens(lm, contexts + [x for _, x in recorded.scored]))
-        prompt_tokens += times * sum(count_tokens(lm, [c for c, _ in recorded.generated]))
+        scored += sum(_in_context(lm, count_tokens(lm, contexts + [x for _, x in recorded.scored])))
+        prompt_tokens += times * sum(_in_context(lm, count_tokens(lm, [c for c, _ in recorded.generated])))
         steps += times * -(-sum(p.max_new_tokens for _, p in recorded.generated) // rows)
         some_scored += recorded.scored[:2]
         some_prompts += [c for c, _ in recorded.generated[:1]]
@@ -177,6 +177,12 @@ def count_tokens(lm: LM, texts: Sequence[str]) -> list[int]:
     if isinstance(lm, TokenLM):
         return lm.count_tokens(texts)
     return [len(t) // 4 + 1 for t in texts]
+
+
+def _in_context(lm: LM, counts: list[int]) -> list[int]:
+    """Token counts cut to the model's context, as scoring and prompts are (a 64-shot prompt keeps its end)."""
+    limit = getattr(lm, "max_len", None)
+    return counts if limit is None else [min(n, limit) for n in counts]
 
 
 def time_model(
