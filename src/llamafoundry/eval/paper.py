@@ -186,7 +186,7 @@ def _in_context(lm: LM, counts: list[int]) -> list[int]:
 
 
 def time_model(
-    lm: LM, scored: Sequence[tuple[str, str]], prompts: Sequence[str], rows: int, steps: int = 8
+    lm: LM, scored: Sequence[tuple[str, str]], prompts: Sequence[str], rows: int, steps: int = 32
 ) -> tuple[float, float]:
     """(seconds per scored token, seconds per decode step of a `rows`-row batch), timed on some of the
     runs' own requests after a warm-up call (the first call pays one-off costs: allocations, kernels)."""
