@@ -70,11 +70,7 @@ class RopeScaling:
 
     @classmethod
     def from_dict(cls, values: dict) -> RopeScaling:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"unknown rope_scaling keys {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
+        return cls(**_known_keys(cls, values, "rope_scaling"))
 
 
 @dataclass(frozen=True)
@@ -175,11 +171,16 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"unknown model config keys {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
+        return cls(**_known_keys(cls, values, "model config"))
+
+
+def _known_keys(cls: type, values: dict, what: str) -> dict:
+    """`values`, or a UserError naming the keys that are no field of the dataclass `cls`."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown {what} keys {unknown}; known keys are {sorted(known)}")
+    return values
 
 
 def _paper(dim: int, n_layers: int, n_heads: int) -> ModelConfig:

@@ -20,6 +20,7 @@ from sentencepiece import sentencepiece_model_pb2
 
 from llamafoundry.errors import UserError
 from llamafoundry.tokenizer import SentencePieceTokenizer
+from llamafoundry.tokenizer.bytelevel import bos_post_processor
 
 SPACE = "\u2581"
 _BPE = sentencepiece_model_pb2.TrainerSpec.BPE
@@ -71,17 +72,7 @@ def tokenizer_json(tokenizer: SentencePieceTokenizer) -> dict:
             "behavior": "Isolated",
             "invert": False,
         },
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [
-                {"SpecialToken": {"id": bos, "type_id": 0}},
-                {"Sequence": {"id": "A", "type_id": 0}},
-                {"SpecialToken": {"id": bos, "type_id": 0}},
-                {"Sequence": {"id": "B", "type_id": 0}},
-            ],
-            "special_tokens": {bos: {"id": bos, "ids": [tokenizer.bos_id], "tokens": [bos]}},
-        },
+        "post_processor": bos_post_processor(bos, tokenizer.bos_id, pair_type_id=0),
         "decoder": {
             "type": "Sequence",
             "decoders": [

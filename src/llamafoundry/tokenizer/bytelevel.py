@@ -136,6 +136,23 @@ def llama3_pre_tokenizer() -> dict:
     }
 
 
+def bos_post_processor(bos: str, bos_id: int, pair_type_id: int) -> dict:
+    """tokenizer.json's TemplateProcessing that puts BOS before each sequence (Llama's add_bos_token);
+    `pair_type_id` is the second sequence's type id (0 in transformers' SentencePiece conversions, 1 in
+    Llama 3's tokenizer.json)."""
+    return {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [
+            {"SpecialToken": {"id": bos, "type_id": 0}},
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"SpecialToken": {"id": bos, "type_id": pair_type_id}},
+            {"Sequence": {"id": "B", "type_id": pair_type_id}},
+        ],
+        "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}},
+    }
+
+
 def json_from_ranks(ranks: dict[bytes, int], specials: list[str], bos: str) -> dict:
     """The tokenizer.json of a tiktoken tokenizer: the same ids, exactly the same encoding (whole
     pieces in the vocabulary are taken as they are, as tiktoken does: `ignore_merges`)."""
@@ -160,17 +177,7 @@ def json_from_ranks(ranks: dict[bytes, int], specials: list[str], bos: str) -> d
         "added_tokens": added,
         "normalizer": None,
         "pre_tokenizer": llama3_pre_tokenizer(),
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [
-                {"SpecialToken": {"id": bos, "type_id": 0}},
-                {"Sequence": {"id": "A", "type_id": 0}},
-                {"SpecialToken": {"id": bos, "type_id": 1}},
-                {"Sequence": {"id": "B", "type_id": 1}},
-            ],
-            "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}},
-        },
+        "post_processor": bos_post_processor(bos, bos_id, pair_type_id=1),
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {
             "type": "BPE",
