@@ -108,12 +108,15 @@ class KVCache(nn.Module):
         return view
 
     def update(
-        self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+        self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k/v [B, H_kv, T, D] at positions `pos` [T]; return the whole cache (static shapes)."""
+        """Write k/v [B, H_kv, T, D] at positions `pos` [T]; return the cache's first `span` positions
+        (default: all of them), the keys and values attention reads."""
         self.k.index_copy_(2, pos, k.to(self.k.dtype))
         self.v.index_copy_(2, pos, v.to(self.v.dtype))
-        return self.k, self.v
+        if span is None:
+            return self.k, self.v
+        return self.k[:, :, :span], self.v[:, :, :span]
 
 
 # Causal self-attention computed by a fused kernel (Sec. 2.4): scaled_dot_product_attention picks the
@@ -144,7 +147,9 @@ class Attention(nn.Module):
         q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         if self.cache is not None:
-            k, v = self.cache.update(pos, k, v)
+            # Attention reads the cache positions the mask covers; no mask means a causal call from
+            # position 0 (see Transformer.hidden), which reads the positions it writes.
+            k, v = self.cache.update(pos, k, v, span=seqlen if mask is None else mask.shape[-1])
         out = self.attend(q, k, v, mask)
         return self.wo(out.transpose(1, 2).reshape(batch, seqlen, -1))
 
@@ -154,7 +159,7 @@ class Attention(nn.Module):
         """softmax(q k^T / sqrt(head_dim) + mask) v for q [B, H, T, D] and k, v [B, H_kv, S, D].
 
         Grouped-query attention (Llama-2 70B): each key/value head serves n_heads / n_kv_heads query heads.
-        A KV cache may hold keys and values in 16 bits (a decoding option); attention runs in q's dtype.
+        A KV cache may hold keys and values in 16 bits (decoding does by default); attention runs in q's dtype.
         """
         k, v = k.type_as(q), v.type_as(q)
         return F.scaled_dot_product_attention(
@@ -286,9 +291,12 @@ class Transformer(nn.Module):
         rope_pos = pos.unsqueeze(0) if positions is None else positions
         cos, sin = self.rope_cos[rope_pos], self.rope_sin[rope_pos]
         cache = self.layers[0].attention.cache if len(self.layers) else None
-        if cache is not None and mask is None:
-            # Static-shape causal mask over the whole cache: key j is visible to the query at position p iff j <= p.
-            mask = torch.arange(cache.k.shape[2], device=tokens.device) <= pos.unsqueeze(-1)
+        if cache is not None and mask is None and not (isinstance(start_pos, int) and start_pos == 0):
+            # Causal: key j is visible to the query at position p iff j <= p. A tensor start_pos (a
+            # compiled step's) keeps shapes static with a mask over the whole cache; attention reads the
+            # keys the mask covers. From position 0 no mask is needed: SDPA's causal kernel runs.
+            span = cache.k.shape[2] if isinstance(start_pos, torch.Tensor) else start_pos + seqlen
+            mask = torch.arange(span, device=tokens.device) <= pos.unsqueeze(-1)
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
             h = layer(h, cos, sin, pos, mask)

@@ -84,16 +84,18 @@ def _cached_logits(
     pad = torch.tensor([length - len(p) for p in prompts])
     tokens = torch.tensor([[0] * (length - len(p)) + p for p in prompts])
     out = [generator._prefill(tokens, pad, [None] * batch)[0]]
+    keys = torch.arange(generator.max_seq_len)
     for step in range(len(continuation[0])):
         current = torch.tensor([[c[step]] for c in continuation])
-        out.append(generator._step(current, torch.tensor(length + step), pad))
+        span = keys[: length + step + 1]  # the filled part of the cache
+        out.append(generator._call_step(current, torch.tensor(length + step), pad, span, checked=False))
     return torch.stack(out, dim=1)
 
 
 @torch.no_grad()
 def test_cached_decode_logits_equal_full_sequence_logits(stories):
     continuation = [[5 + i, 77, 300, 2, 9, 120, 44, 8] for i in range(len(PROMPTS))]
-    cached = _cached_logits(Generator(stories), PROMPTS, continuation)
+    cached = _cached_logits(Generator(stories, kv_cache_dtype=torch.float32), PROMPTS, continuation)
     stories.clear_cache()
     for row, (prompt, cont) in enumerate(zip(PROMPTS, continuation, strict=True)):
         full = stories(torch.tensor([prompt + cont]))[0, len(prompt) - 1 :]
@@ -102,11 +104,10 @@ def test_cached_decode_logits_equal_full_sequence_logits(stories):
 
 @pytest.mark.slow
 @torch.no_grad()
-@torch.no_grad()
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_16_bit_kv_cache_stays_close_to_float32(stories, dtype):
     prompts, continuation = PROMPTS[:2], [[7, 8, 9, 10], [11, 12, 13, 14]]
-    exact = _cached_logits(Generator(copy.deepcopy(stories)), prompts, continuation)
+    exact = _cached_logits(Generator(copy.deepcopy(stories), kv_cache_dtype=torch.float32), prompts, continuation)
     half = Generator(copy.deepcopy(stories), kv_cache_dtype=dtype)
     eager = _cached_logits(half, prompts, continuation)
     assert half.model.layers[0].attention.cache.k.dtype == dtype

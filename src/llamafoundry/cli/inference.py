@@ -118,25 +118,33 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         "--max-seq-len", type=int, default=None, help="context for prompt + output (default: model's)"
     )
     p.add_argument(
-        "--compile", action="store_true", help="torch.compile the decode step (slow start, fast steps)"
+        "--compile",
+        nargs="?",
+        const="on",
+        choices=("auto", "on", "off"),
+        default=None,
+        help="torch.compile the decode step: on, off or auto (default: generate compiles once a long or "
+        "repeated generation pays for the compilation; serve compiles at start)",
     )
     p.add_argument(
         "--compile-mode",
         choices=("default", "max-autotune"),
-        default="default",
-        help="max-autotune (implies --compile) compiles longer for faster batched decoding (the server)",
+        default=None,
+        help="max-autotune compiles longer for faster batched decoding (default: serve takes it for float "
+        "weights on CPU, generate does not)",
     )
     p.add_argument(
         "--kv-cache-dtype",
         choices=("float32", "float16", "bfloat16"),
         default=None,
-        help="keys and values in the cache (default: the model's dtype); float16 halves what decoding reads",
+        help="keys and values in the cache (default: 16 bits, float16 or the model's 16-bit dtype, as "
+        "llama.cpp keeps them); float32 gives exact logits for twice the bytes decoding reads",
     )
 
 
-def _generator(args: argparse.Namespace):
-    """(Generator, chat template) of the command's model: the generator also stops at the end-of-turn
-    token of the template (Llama 3's <|eot_id|>)."""
+def _generator(args: argparse.Namespace, serving: bool = False):
+    """(Generator, chat template) of the command's model, with the command's decoding defaults (see
+    `--compile`): the generator also stops at the end-of-turn token of the template (Llama 3's <|eot_id|>)."""
     import torch
 
     from llamafoundry.inference.chat import end_of_turn
@@ -146,16 +154,18 @@ def _generator(args: argparse.Namespace):
         raise UserError(f"--max-seq-len must be at least 2, got {args.max_seq_len}")
     model, tokenizer, _ = load(args)
     template = _chat_template(args, tokenizer)
-    generator = Generator(
-        model,
-        tokenizer,
-        max_seq_len=args.max_seq_len,
-        compile=args.compile or args.compile_mode != "default",
-        compile_mode=None if args.compile_mode == "default" else args.compile_mode,
-        kv_cache_dtype=getattr(torch, args.kv_cache_dtype) if args.kv_cache_dtype else None,
-        stop_ids=end_of_turn(template, tokenizer) if tokenizer is not None else (),
-    )
-    return generator, template
+    options = {
+        "max_seq_len": args.max_seq_len,
+        "kv_cache_dtype": getattr(torch, args.kv_cache_dtype) if args.kv_cache_dtype else None,
+        "stop_ids": end_of_turn(template, tokenizer) if tokenizer is not None else (),
+    }
+    if args.compile_mode is not None:  # "default" is torch.compile's own mode
+        options["compile_mode"] = None if args.compile_mode == "default" else args.compile_mode
+    compile = args.compile or ("on" if serving or args.compile_mode is not None else "auto")
+    if compile == "on" and serving:
+        return Generator.for_serving(model, tokenizer, **options), template
+    policy = {"on": True, "off": False, "auto": "auto"}[compile]
+    return Generator(model, tokenizer, compile=policy, **options), template
 
 
 def _chat_template(args: argparse.Namespace, tokenizer):
@@ -284,6 +294,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except ImportError:
         raise UserError("serving needs FastAPI and uvicorn: pip install 'llamafoundry[serve]'") from None
     from llamafoundry.checkpoint.hub import is_hub_id
+    from llamafoundry.inference.sampling import SamplingParams
 
     check_api_key(args.api_key)  # before the model loads
     moderation = Moderation.parse(args.moderation) if args.moderation else None
@@ -293,13 +304,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not 1 <= args.port <= 65535:  # 0 would listen on a port the printed address does not name
         raise UserError(f"--port must be 1 to 65535, got {args.port}")
-    generator, template = _generator(args)
+    generator, template = _generator(args, serving=True)
     limits = ServerLimits(
         max_tokens=args.max_tokens_limit,
         max_concurrent=args.max_concurrent,
         max_batch=args.max_batch,
         max_request_bytes=args.max_request_bytes,
     )
+    if generator.compiled:  # compile (and pack the weights) now, not in the first client's request
+        print("compiling the decode step (other batch sizes compile when they first come)", file=sys.stderr)
+        generator.reserve(args.max_batch)  # the cache every batch shares: a frozen graph guards on it
+        generator.generate([[0, 0]], SamplingParams(max_new_tokens=2, ignore_eos=True))
     # A hub id names itself (as vLLM serves it); a folder by its name.
     name = args.model_name or (args.model if is_hub_id(args.model) else Path(args.model).name)
     server = Server(

@@ -28,6 +28,12 @@ from llamafoundry.tokenizer import Tokenizer
 
 Prompt = str | Sequence[int]
 RECOMPILE_LIMIT = 64  # compiled decode steps kept, over all generators and batch sizes
+COMPILE_AFTER_STEPS = 2048  # compile="auto": decode steps after which compiling has paid for itself
+
+
+def default_kv_cache_dtype(weight_dtype: torch.dtype) -> torch.dtype:
+    """16 bits, as llama.cpp keeps its cache: float16 for float32 weights, else the weights' dtype."""
+    return torch.float16 if weight_dtype == torch.float32 else weight_dtype
 
 
 @dataclass
@@ -104,18 +110,29 @@ class _Row:
 class Generator:
     """Generates from a `Transformer` (and its tokenizer, for text prompts and stop strings).
 
-    `max_seq_len` bounds prompt + output per row (default: the model's context); `compile` compiles the
-    decode step with torch.compile; the first step of each new batch size then takes a compilation, every
-    later one runs the compiled code. Compiling also gives the model's float linear and attention layers
-    the decode kernels (same weights; see `kernels.py`). `compile_mode` is torch.compile's mode; on CPU,
-    "max-autotune" also freezes the weights of a float model into the graph, which lets inductor use its
-    C++ GEMM template for the products of several rows (batched decoding): on this project's 2-core CPU,
-    batch-8 fp32 decoding ran 1.5-1.7x faster, for a ~5x longer compilation and a packed copy of the
-    weights in memory. Quantized models are not frozen (freezing would fold their dequantization into
-    float copies of the weights). `kv_cache_dtype` (default: the model's dtype) stores keys and values
-    in e.g. float16, as llama.cpp does by default: half the bytes that batched decoding reads per step,
-    for logits that differ from a float32 cache's by ~1e-3 of their range. `stop_ids` end every row as the
-    tokenizer's EOS ids do (a chat template's end-of-turn token).
+    `max_seq_len` bounds prompt + output per row (default: the model's context).
+
+    `compile` compiles the decode step with torch.compile: True, False, or "auto" (the default), which
+    decodes eagerly until this generator has decoded COMPILE_AFTER_STEPS steps, counting the call about
+    to start, and compiled from then on. A compilation costs more than a short generation gains from it
+    (measured on this project's 2-core CPU, dim 512, 8 layers: 27 s cold, 4 s from inductor's on-disk
+    cache; eager decoding 48 tokens/s, compiled 150), so a one-off 256-token completion stays eager and a
+    long or repeated one compiles. Each batch size is a graph of its own; the length of the filled
+    cache is a dynamic dimension of it. Compiling also gives the model's float linear and attention
+    layers the decode kernels (same weights; see `kernels.py`).
+
+    `compile_mode` is torch.compile's mode; on CPU, "max-autotune" also freezes the weights of a float
+    model into the graph, which lets inductor use its C++ GEMM template for the products of several rows
+    (batched decoding): batch-8 fp32 decoding ran 2.2x faster here, for a ~10x longer compilation (45 s
+    per batch size) and a packed copy of the weights in memory; `Generator.for_serving` takes it.
+    Quantized models are not frozen (freezing would fold their dequantization into float copies of the
+    weights).
+
+    `kv_cache_dtype` (default: 16 bits, as llama.cpp keeps its cache: float16 for a float32 model, else
+    the model's own dtype) is how keys and values are stored: a float32 cache doubles the bytes decoding
+    reads per step, for logits that differ from it by ~1e-3 of their range (tested). Attention reads only
+    the filled part of the cache. `stop_ids` end every row as the tokenizer's EOS ids do (a chat
+    template's end-of-turn token).
 
     The caller's model is left as it was: the generator works on a shallow copy of it (`self.model`), a
     module tree of its own whose parameters and buffers are the caller's tensors, not copies of them.
@@ -129,25 +146,45 @@ class Generator:
         tokenizer: Tokenizer | None = None,
         *,
         max_seq_len: int | None = None,
-        compile: bool = False,
+        compile: bool | str = "auto",
         compile_mode: str | None = None,
         kv_cache_dtype: torch.dtype | None = None,
         stop_ids: Sequence[int] = (),
     ) -> None:
+        if compile not in (True, False, "auto"):
+            raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
         self.model = _shallow_copy(model).eval()
-        self.kv_cache_dtype = kv_cache_dtype
+        self.kv_cache_dtype = kv_cache_dtype or default_kv_cache_dtype(model.tok_embeddings.weight.dtype)
         self.tokenizer = tokenizer
         # Every id that ends a row: the tokenizer's (Llama 3's end of text and end of turn) and `stop_ids`.
         self.eos_ids = set(stop_ids) | (set(tokenizer.eos_ids) if tokenizer is not None else set())
         self.max_seq_len = min(max_seq_len or model.cfg.max_seq_len, model.cfg.max_seq_len)
         self.device = model.tok_embeddings.weight.device
         self._caches: dict[int, list[KVCache]] = {}  # per batch size (see _setup_cache)
-        self.compiled = compile
+        self.compile_policy, self.compile_mode = compile, compile_mode
+        self.compiled = False
+        self.steps_decoded = 0  # decode steps run by this generator, for compile="auto"
         self._step = self._decode_step
-        self._freeze = compile and _freezes(self.model, compile_mode)
-        if compile:
-            use_decode_kernels(self.model)
-            self._step = torch.compile(self._decode_step, fullgraph=True, dynamic=False, mode=compile_mode)
+        self._freeze = False
+        if compile is True:
+            self._compile()
+
+    @classmethod
+    def for_serving(cls, model: Transformer, tokenizer: Tokenizer | None = None, **options) -> Generator:
+        """A generator set up for a long-lived process (the server): compiled from the first request, and
+        for float weights on CPU with max-autotune (frozen weights, the C++ GEMM for batched steps)."""
+        quantized = any(not b.is_floating_point() for b in model.buffers())
+        on_cpu = model.tok_embeddings.weight.device.type == "cpu"
+        mode = "max-autotune" if on_cpu and not quantized else None
+        return cls(model, tokenizer, compile=True, compile_mode=options.pop("compile_mode", mode), **options)
+
+    def _compile(self) -> None:
+        if self.compiled:
+            return
+        use_decode_kernels(self.model)
+        self._freeze = _freezes(self.model, self.compile_mode)
+        self._step = torch.compile(self._decode_step, fullgraph=True, dynamic=False, mode=self.compile_mode)
+        self.compiled = True
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt (text needs the tokenizer; ids pass through, checked against the vocabulary)."""
@@ -206,6 +243,9 @@ class Generator:
         if len(per_row) != len(ids):
             raise UserError(f"{len(ids)} prompts but {len(per_row)} sampling settings")
         rows.extend(_Row(p, s, self.eos_ids, self.tokenizer) for p, s in zip(ids, per_row, strict=True))
+        planned = min(max(s.max_new_tokens for s in per_row), self.max_seq_len - max(map(len, ids)))
+        if self.compile_policy == "auto" and self.steps_decoded + planned >= COMPILE_AFTER_STEPS:
+            self._compile()
         self._setup_cache(len(ids))  # outside inference mode: the cache outlives this call
         return self._decode(ids, rows)
 
@@ -220,6 +260,7 @@ class Generator:
         logits, prompt_logprobs = self._prefill(tokens, pad, [r.params.prompt_logprobs for r in rows])
         current = torch.empty(batch, 1, dtype=torch.long, device=self.device)
         pos = torch.tensor(length, device=self.device)
+        keys = torch.arange(self.max_seq_len, device=self.device)
         checked = False  # whether a step of this loop has run with all of torch.compile's guards
         for position in range(length, self.max_seq_len + 1):
             next_tokens = sampler(logits)
@@ -244,17 +285,20 @@ class Generator:
                 return
             current.copy_(next_tokens.view(batch, 1))
             pos.fill_(position)
-            logits = self._call_step(current, pos, pad, checked)
+            logits = self._call_step(current, pos, pad, keys[: position + 1], checked)
+            self.steps_decoded += 1
             checked = True
 
     def _call_step(
-        self, current: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor, checked: bool
+        self, current: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor, key: torch.Tensor, checked: bool
     ) -> torch.Tensor:
-        """One decode step. Within a loop every step passes the same tensors, so once one step has passed
-        torch.compile's guards (hundreds of checks, a sizeable part of a small model's step) the rest skip
-        them."""
+        """One decode step. Within a loop every step passes the same tensors, but for the span of cache
+        positions `key`, whose length is a dynamic dimension of the one compiled graph; so once one step
+        has passed torch.compile's guards (hundreds of checks, a sizeable part of a small model's step)
+        the rest skip them."""
         if not self.compiled:  # eager: no need to import dynamo (a second's start-up) for its settings
-            return self._step(current, pos, pad)
+            return self._step(current, pos, pad, key)
+        torch._dynamo.mark_dynamic(key, 0, min=2, max=self.max_seq_len)
         if not checked:
             # Compilations happen in these calls. Each batch size of each generator is a graph of its
             # own (static shapes), more than dynamo's default of 8 per function in a busy server; and
@@ -263,16 +307,22 @@ class Generator:
                 torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT),
                 torch._inductor.config.patch(freezing=True) if self._freeze else nullcontext(),
             ):
-                return self._step(current, pos, pad)
+                return self._step(current, pos, pad, key)
         with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-            return self._step(current, pos, pad)
+            return self._step(current, pos, pad, key)
 
     def reserve(self, batch: int) -> None:
         """Allocate the KV cache for up to `batch` rows now (a server's largest batch), so that every
         smaller batch shares it and none ever reallocates it."""
         if batch > max(self._caches, default=0):  # a new storage; the views of the old one go with it
-            self.model.setup_cache(batch, self.max_seq_len, dtype=self.kv_cache_dtype)
-            self._caches = {batch: [layer.attention.cache for layer in self.model.layers]}
+            cfg, weight = self.model.cfg, self.model.tok_embeddings.weight
+            # One position more than a sequence fills: the span that attention reads is then always a
+            # strict prefix of the cache, which keeps its length dynamic in the compiled step (a slice
+            # as long as the whole cache is contiguous, which torch.compile would specialise on).
+            shape = (batch, self.max_seq_len + 1, cfg.kv_heads, cfg.head_dim)
+            self._caches = {
+                batch: [KVCache(*shape, self.kv_cache_dtype, weight.device) for _ in self.model.layers]
+            }
 
     def release(self) -> None:
         """Free the KV cache; the next generation allocates it again (a frozen compiled step, which
@@ -300,14 +350,8 @@ class Generator:
         """Run the left-padded prompts [B, L] through the model: logits [B, V] of the last position, and
         the prompt tokens' log-probabilities for the rows that ask for them (`prompt_logprobs`: how many
         alternatives, or None)."""
-        length = tokens.shape[1]
-        query = torch.arange(length, device=self.device)
-        key = torch.arange(self.max_seq_len, device=self.device)
-        positions = (query - pad.unsqueeze(1)).clamp(min=0)
-        visible = (key <= query.unsqueeze(1)) & (key >= pad.view(-1, 1, 1))
-        # A padding query sees itself, so no softmax row is empty (NaN); real queries never see padding.
-        visible |= key == query.unsqueeze(1)
-        hidden = self.model.hidden(tokens, 0, positions=positions, mask=visible.unsqueeze(1))
+        # Without padding, plain causal attention: SDPA's flash kernel, no mask to build or read.
+        hidden = self._padded_hidden(tokens, pad) if pad.any() else self.model.hidden(tokens, 0)
         scored = [()] * len(tokens)
         for row, top in enumerate(prompt_logprobs):
             if top is not None:  # only the rows that ask: every position's logits are vocab x length each
@@ -317,9 +361,21 @@ class Generator:
                 scored[row] = (first, *_logprobs(logits, tokens[row, start + 1 :], [top] * len(logits)))
         return self.model.output(hidden[:, -1]), scored
 
-    def _decode_step(self, tokens: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """One token per row [B, 1] at cache position `pos` (0-d); logits [B, V]. Shapes never change."""
-        key = torch.arange(self.max_seq_len, device=tokens.device)
+    def _padded_hidden(self, tokens: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """Hidden states of left-padded prompts: each row's rotary positions start at its first real
+        token, and a mask hides the padding."""
+        query = torch.arange(tokens.shape[1], device=self.device)
+        positions = (query - pad.unsqueeze(1)).clamp(min=0)
+        visible = (query <= query.unsqueeze(1)) & (query >= pad.view(-1, 1, 1))
+        # A padding query sees itself, so no softmax row is empty (NaN); real queries never see padding.
+        visible |= query == query.unsqueeze(1)
+        return self.model.hidden(tokens, 0, positions=positions, mask=visible.unsqueeze(1))
+
+    def _decode_step(
+        self, tokens: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor, key: torch.Tensor
+    ) -> torch.Tensor:
+        """One token per row [B, 1] at cache position `pos` (0-d), attending to the cache positions `key`
+        (0 .. span - 1, the filled part); logits [B, V]. Only the span's length changes between steps."""
         visible = (key <= pos) & (key >= pad.unsqueeze(1))
         hidden = self.model.hidden(
             tokens, pos, positions=(pos - pad).unsqueeze(1), mask=visible[:, None, None, :]
