@@ -183,3 +183,24 @@ def test_console_script_runs_generate(stories_folder):
     expected = Generator(model, tokenizer).generate([prompt], SamplingParams(max_new_tokens=12))[0]
     assert expected.tokens and expected.text.strip()  # the model did generate something to compare
     assert done.stdout == prompt + expected.text + "\n"
+
+
+def test_each_command_decodes_with_its_defaults_and_the_flags_override_them(stories_folder):
+    """generate: compile once it pays (auto), a 16-bit cache; serve: compiled, max-autotune for float
+    weights on CPU; --compile and --kv-cache-dtype decide instead."""
+    import torch
+
+    from llamafoundry.cli import build_parser
+    from llamafoundry.cli.inference import _generator
+
+    def made(*argv: str, serving: bool = False) -> Generator:
+        return _generator(build_parser().parse_args(list(argv)), serving)[0]
+
+    generate = made("generate", str(stories_folder), "hi")
+    assert generate.compile_policy == "auto" and not generate.compiled
+    assert generate.kv_cache_dtype == torch.float16
+    serve = made("serve", str(stories_folder), serving=True)
+    assert serve.compiled and serve.compile_mode == "max-autotune"
+    assert not made("serve", str(stories_folder), "--compile", "off", serving=True).compiled
+    forced = made("generate", str(stories_folder), "hi", "--compile", "--kv-cache-dtype", "float32")
+    assert forced.compiled and forced.compile_mode is None and forced.kv_cache_dtype == torch.float32

@@ -45,12 +45,14 @@ class Divergence:
         return f"{where} are {self.margin:.1e} apart (rounding error {self.error:.1e}): {verdict}"
 
 
-def greedy_divergence(model: Transformer, prompt: Sequence[int], steps: int, **options) -> Divergence:
-    """Decode `prompt` greedily for `steps` tokens exactly (float32 cache, eager) and with the Generator
-    `options` under test (default: the Generator's defaults); where do they part?"""
+def greedy_divergence(
+    model: Transformer, prompt: Sequence[int], steps: int, fast: Generator | None = None
+) -> Divergence:
+    """Decode `prompt` greedily for `steps` tokens exactly (float32 weights and cache, eager) and with
+    the generator under test (default: one with the Generator's defaults); where do they part?"""
     params = SamplingParams(max_new_tokens=steps, ignore_eos=True, logprobs=2)
     exact = _events(Generator(model, compile=False, kv_cache_dtype=torch.float32), prompt, params)
-    fast = _events(Generator(model, **options), prompt, params)
+    fast = _events(fast or Generator(model), prompt, params)
     error = 0.0
     for step, (a, b) in enumerate(zip(exact, fast, strict=True)):
         if a.token != b.token:

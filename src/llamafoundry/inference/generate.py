@@ -301,11 +301,13 @@ class Generator:
         torch._dynamo.mark_dynamic(key, 0, min=2, max=self.max_seq_len)
         if not checked:
             # Compilations happen in these calls. Each batch size of each generator is a graph of its
-            # own (static shapes), more than dynamo's default of 8 per function in a busy server; and
-            # inductor reads `freezing` from its global config.
+            # own, more than dynamo's default of 8 per function in a busy server; inductor reads
+            # `freezing` from its global config; and max-autotune's tables of kernel timings are for
+            # inductor's developers, not for a server's log.
+            quiet = {"max_autotune_report_choices_stats": False, "autotune_num_choices_displayed": 0}
             with (
                 torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT),
-                torch._inductor.config.patch(freezing=True) if self._freeze else nullcontext(),
+                torch._inductor.config.patch(freezing=True, **quiet) if self._freeze else nullcontext(),
             ):
                 return self._step(current, pos, pad, key)
         with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
