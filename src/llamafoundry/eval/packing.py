@@ -162,7 +162,7 @@ def _token_scores(
     The vocabulary projection runs on `chunk` distinct rows at a time, in float32. Its logits are read
     in place, 4 passes over a buffer that fits the CPU's last-level cache (256 rows x 32,000 words:
     32 MB), not `logsumexp`'s and `argmax`'s 7 over fresh buffers: with 2,048-row chunks (262 MB each)
-    the normalisation took 14% of HellaSwag's scoring time, as long as the projection itself.
+    the normalisation took 14% of HellaSwag's scoring time (torch profiler, 300 examples, bench model).
     """
     logprobs = torch.empty(len(targets), device=hidden.device)
     greedy = torch.empty(len(targets), dtype=torch.bool, device=hidden.device)
