@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from llamafoundry.inference.quantize import QuantConfig
 
 MIN_SPAN = 64  # the smallest KV cache (prompt + output positions) a generation batch gets
+# Decode steps one compiled graph must run to repay a cold compilation (~30 s) at the ~30 ms a compiled
+# step saved at batch 64-128 (NQ below: 2 s over 64 steps); see LlamaFoundryLM.
+COMPILE_STEPS = 1024
 
 
 class LM(abc.ABC):
@@ -117,12 +120,13 @@ class LlamaFoundryLM(TokenLM):
     `batch_tokens` and `max_batch` bound a scoring batch (padded tokens, rows); a generation batch has
     `max_batch` rows, or more while their KV-cache positions fit in `batch_tokens` (see `_rows`).
     `compile` compiles the decode step (see `Generator`); graphs are kept per (cache span, batch size),
-    at most `inference.generate.RECOMPILE_LIMIT`. It is off by default because eager
-    runs measured faster on the project's 2-core CPU (benchmarks/eval_generation.py, bench-small model):
-    once compiled, a batch-64 step was ~20% faster (NQ, 256 questions: 10 s against 12 s; GSM8k, 32
-    problems at batch 32: 15 s either way), but each new (span, batch size) costs a compilation of ~4 s
-    with inductor's on-disk cache warm and ~30 s cold, more than a few hundred steps save. Long sampled
-    runs (maj1@k, pass@k: thousands of steps per graph) are where compiling pays.
+    at most `inference.generate.RECOMPILE_LIMIT`. By default (None) a `generate` call compiles the cache
+    spans where one graph runs at least COMPILE_STEPS decode steps (counted as each batch's token
+    budget), as compiling pays only there (benchmarks/eval_generation.py, bench-small model, 2-core CPU):
+    a compiled batch-64 step was ~20% faster (NQ, 256 questions, 64 steps in one graph: 10 s against
+    12 s; GSM8k, 32 problems at batch 32: 15 s either way), but each new (span, batch size) costs a
+    compilation of ~4 s with inductor's on-disk cache warm and ~30 s cold. Long sampled runs (maj1@k,
+    pass@k: thousands of steps per graph) compile; NQ and GSM8k at benchmark sizes run eager.
     """
 
     def __init__(
@@ -132,7 +136,7 @@ class LlamaFoundryLM(TokenLM):
         *,
         batch_tokens: int = 8192,
         max_batch: int = 64,
-        compile: bool = False,
+        compile: bool | None = None,
         name: str = "llamafoundry",
     ) -> None:
         super().__init__(tokenizer.encode_batch, tokenizer.bos_id)
@@ -201,19 +205,43 @@ class LlamaFoundryLM(TokenLM):
                 self._encode_batch([c for c, _ in requests], True), requests, strict=True
             )
         ]
+        plan = self._plan(requests, prompts)
+        compiled = self._compiled_spans(plan)
         out: list[str] = [""] * len(requests)
         try:
             with progress(len(requests), desc) as bar:
-                for params, chunk in generation_batches(requests, [len(p) for p in prompts], self._rows):
-                    rows = [self._row_params(params, len(prompts[i]), i) for i in chunk]
-                    span = max(len(prompts[i]) + r.max_new_tokens for i, r in zip(chunk, rows, strict=True))
-                    completions = self._generator(span).generate([prompts[i] for i in chunk], rows)
+                for chunk, rows, span in plan:
+                    generator = self._generator(span, self._bucket(span) in compiled)
+                    completions = generator.generate([prompts[i] for i in chunk], rows)
                     for i, completion in zip(chunk, completions, strict=True):
                         out[i] = completion.text
                     bar.update(len(chunk))
         finally:
             self._release()  # scoring needs the memory more than the next generation needs a warm cache
         return out
+
+    def _plan(
+        self, requests: Sequence[tuple[str, SamplingParams]], prompts: list[list[int]]
+    ) -> list[tuple[list[int], list[SamplingParams], int]]:
+        """(request indices, their row parameters, positions they span) per generation batch."""
+        plan = []
+        for params, chunk in generation_batches(requests, [len(p) for p in prompts], self._rows):
+            rows = [self._row_params(params, len(prompts[i]), i) for i in chunk]
+            span = max(len(prompts[i]) + r.max_new_tokens for i, r in zip(chunk, rows, strict=True))
+            plan.append((chunk, rows, span))
+        return plan
+
+    def _compiled_spans(self, plan: list[tuple[list[int], list[SamplingParams], int]]) -> set[int]:
+        """The cache buckets whose decode step runs compiled: all or none when `compile` says so, else
+        those where one (bucket, batch size) graph has at least COMPILE_STEPS steps to run."""
+        buckets = {self._bucket(span) for _, _, span in plan}
+        if self.compile is not None:
+            return buckets if self.compile else set()
+        steps: dict[tuple[int, int], int] = {}
+        for chunk, rows, span in plan:
+            graph = (self._bucket(span), len(chunk))
+            steps[graph] = steps.get(graph, 0) + max(r.max_new_tokens for r in rows)
+        return {bucket for (bucket, _), n in steps.items() if n >= COMPILE_STEPS}
 
     def _row_params(self, params: SamplingParams, prompt_len: int, index: int) -> SamplingParams:
         seed = None if params.seed is None else request_seed(params.seed, index)
@@ -230,9 +258,9 @@ class LlamaFoundryLM(TokenLM):
         """The KV-cache length for rows of `span` positions: a power of two from MIN_SPAN to the context."""
         return min(self.max_len, max(MIN_SPAN, 1 << (span - 1).bit_length()))
 
-    def _generator(self, span: int) -> Generator:
-        """The generator whose cache spans the bucket of `span` positions (prompt + output); the others
-        free their caches, so one cache at a time takes memory.
+    def _generator(self, span: int, compile: bool) -> Generator:
+        """The generator whose cache spans the bucket of `span` positions (prompt + output), compiled or
+        not; the others free their caches, so one cache at a time takes memory.
 
         Attention spans the whole static cache, so a cache as long as the context is wasted on short
         rows: NQ (rows of ~64 positions, benchmarks/eval_generation.py) took 1.4x as long with a
@@ -241,9 +269,9 @@ class LlamaFoundryLM(TokenLM):
         """
         bucket = self._bucket(span)
         self._release(keep=bucket)
-        if bucket not in self._generators:
+        if bucket not in self._generators or self._generators[bucket].compiled != compile:
             self._generators[bucket] = Generator(
-                self.model, self.tokenizer, max_seq_len=bucket, compile=self.compile
+                self.model, self.tokenizer, max_seq_len=bucket, compile=compile
             )
         return self._generators[bucket]
 

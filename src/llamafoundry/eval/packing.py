@@ -17,6 +17,8 @@ import torch
 from llamafoundry.errors import UserError
 from llamafoundry.model import Transformer
 
+PAD_SLACK = 0.1  # the most a row of a batch is padded, as a share of the batch's width (see _batches)
+
 
 @torch.inference_mode()
 def loglikelihood_tokens(
@@ -47,10 +49,14 @@ def loglikelihood_tokens(
 
 
 def _batches(packs: list[_Pack], batch_tokens: int, max_batch: int) -> Iterator[list[_Pack]]:
+    """Consecutive packs (longest first, so the first row sets the padded width) while the batch holds
+    at most `batch_tokens` padded tokens and `max_batch` rows, and no row is padded by more than
+    PAD_SLACK of the width: padded positions cost as much as real ones in every weight product."""
     batch: list[_Pack] = []
-    for pack in packs:  # longest first, so the first row sets the padded length
+    for pack in packs:
         width = len(batch[0].tokens) if batch else len(pack.tokens)
-        if batch and ((len(batch) + 1) * width > batch_tokens or len(batch) >= max_batch):
+        full = (len(batch) + 1) * width > batch_tokens or len(batch) >= max_batch
+        if batch and (full or len(pack.tokens) < (1 - PAD_SLACK) * width):
             yield batch
             batch = []
         batch.append(pack)
@@ -149,20 +155,25 @@ def _token_scores(
     hidden: torch.Tensor,
     rows: torch.Tensor,
     targets: torch.Tensor,
-    chunk: int = 2048,
+    chunk: int = 256,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of each target token, predicted from `hidden[rows]`, and whether it is the argmax.
 
-    The vocabulary projection runs on `chunk` distinct rows at a time, in float32.
+    The vocabulary projection runs on `chunk` distinct rows at a time, in float32. Its logits are read
+    in place, 4 passes over a buffer that fits the CPU's last-level cache (256 rows x 32,000 words:
+    32 MB), not `logsumexp`'s and `argmax`'s 7 over fresh buffers: with 2,048-row chunks (262 MB each)
+    the normalisation took 14% of HellaSwag's scoring time (torch profiler, 300 examples, bench model).
     """
     logprobs = torch.empty(len(targets), device=hidden.device)
     greedy = torch.empty(len(targets), dtype=torch.bool, device=hidden.device)
     for start in range(0, hidden.shape[0], chunk):
         logits = output(hidden[start : start + chunk]).float()
-        norm, best = logits.logsumexp(-1), logits.argmax(-1)
         mine = ((rows >= start) & (rows < start + chunk)).nonzero()[:, 0]
         local, t = rows[mine] - start, targets[mine]
-        logprobs[mine] = logits[local, t] - norm[local]
+        chosen = logits[local, t]
+        top, best = logits.max(-1)
+        norm = logits.sub_(top[:, None]).exp_().sum(-1).log_().add_(top)
+        logprobs[mine] = chosen - norm[local]
         greedy[mine] = best[local] == t
     return logprobs.cpu(), greedy.cpu()
 
