@@ -270,8 +270,14 @@ class LlamaFoundryLM(TokenLM):
         bucket = self._bucket(span)
         self._release(keep=bucket)
         if bucket not in self._generators or self._generators[bucket].compiled != compile:
+            # The cache in the weights' dtype: scores a paper table prints stay those of exact
+            # decoding (and lm-eval's), not of decoding's 16-bit default.
             self._generators[bucket] = Generator(
-                self.model, self.tokenizer, max_seq_len=bucket, compile=compile
+                self.model,
+                self.tokenizer,
+                max_seq_len=bucket,
+                compile=compile,
+                kv_cache_dtype=self.model.tok_embeddings.weight.dtype,
             )
         return self._generators[bucket]
 
