@@ -214,7 +214,7 @@ def assert_llama_cpp_decodes_as_we_do(model, tokenizer, path) -> None:
     )
     prompt = tokenizer.encode("Once upon a time there was")
     params = SamplingParams(max_new_tokens=40, ignore_eos=True)
-    ours = Generator(model, tokenizer).generate([prompt], params)[0]
+    ours = Generator(model, tokenizer, kv_cache_dtype=torch.float32).generate([prompt], params)[0]
     theirs = []
     llm.eval(prompt)
     for _ in range(40):
