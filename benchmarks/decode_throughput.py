@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import gguf
 import numpy as np
 import torch
 
 from llamafoundry.checkpoint import export
+from llamafoundry.checkpoint.gguf import GGUF_TYPES
 from llamafoundry.checkpoint.hf import hf_config, to_hf
 from llamafoundry.config import ModelConfig
 from llamafoundry.inference.generate import Generator
@@ -251,6 +253,11 @@ def runners_ours(model: Transformer, int8: Transformer, prompts: dict, new_token
             Generator(copy.deepcopy(model), compile=True, compile_mode="max-autotune", kv_cache_dtype=half),
         ),
         (TUNED, "int8", Generator(copy.deepcopy(int8), compile=True, kv_cache_dtype=half)),
+        (
+            "ours",
+            "int4",
+            Generator(quantize_model(copy.deepcopy(model), QuantConfig("int4", 32)), compile=True),
+        ),
     ):
         generator.reserve(max(prompts))  # one KV cache for every batch size, as the server does
         for b, batch in prompts.items():
@@ -282,7 +289,9 @@ def runners_llama_cpp(
     tokenizer = _tokenizer_for(cfg.vocab_size)
     tmp = Path(tempfile.mkdtemp())
     runners = []
-    for precision, kind in (("fp32", "f32"), ("int8", "q8_0")):
+    # Our exporter writes no Q4_0 (llama.cpp's 4-bit type, groups of 32); gguf-py quantizes to it.
+    GGUF_TYPES.setdefault("q4_0", (gguf.GGMLQuantizationType.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0))
+    for precision, kind in (("fp32", "f32"), ("int8", "q8_0"), ("int4", "q4_0")):
         path = export(tmp / f"model-{kind}.gguf", model, tokenizer, "gguf", dtype=kind)
         for b, batch in prompts.items():
             engine = LlamaCpp(path, b, context, args.threads)
