@@ -248,13 +248,16 @@ Runner = tuple[tuple[str, str, int], Callable[[], tuple[float, float]]]
 def runners_ours(
     model: Transformer, int8: Transformer, prompts: dict, new_tokens: int, notes: list[str]
 ) -> list[Runner]:
-    """Ours as `serve` runs without flags, in fp32 and int8, and the eager decoding of a one-off
+    """Ours as `serve` runs without flags, in fp32, int8 and int4, and the eager decoding of a one-off
     `generate`; each engine's compile time and added memory go to `notes`."""
     runners = []
+    int4 = quantize_model(copy.deepcopy(model), QuantConfig("int4", 32))  # llama.cpp Q4_0's groups
+    one = [min(prompts)]
     for name, precision, make, batches in (
         (SERVE, "fp32", lambda: Generator.for_serving(model), list(prompts)),
         (SERVE, "int8", lambda: Generator.for_serving(int8), list(prompts)),
-        (EAGER, "fp32", lambda: Generator(model, compile=False), [min(prompts)]),
+        (SERVE, "int4", lambda: Generator.for_serving(int4), one),  # batch 1: int4 is slow batched
+        (EAGER, "fp32", lambda: Generator(model, compile=False), one),
     ):
         rss, start = _rss(), time.perf_counter()
         generator = make()
@@ -299,9 +302,11 @@ def runners_llama_cpp(
     tokenizer = _tokenizer_for(cfg.vocab_size)
     tmp = Path(tempfile.mkdtemp())
     runners = []
-    for precision, kind in (("fp32", "f32"), ("int8", "q8_0")):
+    for precision, kind in (("fp32", "f32"), ("int8", "q8_0"), ("int4", "q4_0")):
         path = export(tmp / f"model-{kind}.gguf", model, tokenizer, "gguf", dtype=kind)
         for b, batch in prompts.items():
+            if kind == "q4_0" and b != min(prompts):
+                continue  # as ours: int4 at batch 1
             engine = LlamaCpp(path, b, context, args.threads)
             engine.run(batch, 4)  # warm up
             engines.append(engine)
@@ -350,6 +355,7 @@ TARGETS = [
     ("batch-1 int8 decode >= 1.0x llama.cpp Q8_0", SERVE, "int8", 1, "llama.cpp", "int8", 1.0, "decode"),
     ("batch-8 int8 decode >= 1.0x llama.cpp Q8_0", SERVE, "int8", 8, "llama.cpp", "int8", 1.0, "decode"),
     ("batch-8 int8 decode >= 1.0x our fp32", SERVE, "int8", 8, SERVE, "fp32", 1.0, "decode"),
+    ("batch-1 int4 decode >= 1.0x llama.cpp Q4_0", SERVE, "int4", 1, "llama.cpp", "int4", 1.0, "decode"),
     ("batch-1 fp32 prefill >= 1.0x llama.cpp F32", SERVE, "fp32", 1, "llama.cpp", "fp32", 1.0, "prefill"),
 ]
 

@@ -21,7 +21,7 @@ def _field(reader: gguf.GGUFReader, key: str):
     return reader.fields[key].contents()
 
 
-@pytest.mark.parametrize("kind", ["f32", "f16", "q8_0"])
+@pytest.mark.parametrize("kind", ["f32", "f16", "q8_0", "q4_0"])
 def test_gguf_holds_every_tensor_with_llama_cpp_names_and_shapes(stories, tok512, tmp_path, kind):
     path = export(tmp_path / f"stories-{kind}.gguf", stories, tok512, "gguf", dtype=kind)
     reader = gguf.GGUFReader(path)
@@ -38,12 +38,13 @@ def test_gguf_holds_every_tensor_with_llama_cpp_names_and_shapes(stories, tok512
         values = gguf.quants.dequantize(t.data, t.tensor_type).reshape(ours.shape)
         if ours.ndim == 1:
             assert t.tensor_type == gguf.GGMLQuantizationType.F32  # llama.cpp wants norms in float32
-        tolerance = {"f32": 0, "f16": 1e-3, "q8_0": 2e-2}[kind] * float(ours.abs().max())
+        tolerance = {"f32": 0, "f16": 1e-3, "q8_0": 2e-2, "q4_0": 7e-2}[kind] * float(ours.abs().max())
         np.testing.assert_allclose(values, ours.numpy(), atol=tolerance + 1e-7, rtol=0)
-    # ffn_down's rows are 172 values, not whole 32-value Q8_0 blocks: it falls back to F16 as llama.cpp's does.
-    expected = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0"}[kind]
+    # ffn_down's rows are 172 values, not whole 32-value blocks: it falls back to F16 as llama.cpp's does.
+    expected = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}[kind]
     assert tensors["blk.0.attn_q.weight"].tensor_type.name == expected
-    assert tensors["blk.0.ffn_down.weight"].tensor_type.name == ("F16" if kind == "q8_0" else expected)
+    blocks = kind in ("q8_0", "q4_0")
+    assert tensors["blk.0.ffn_down.weight"].tensor_type.name == ("F16" if blocks else expected)
 
 
 def test_gguf_metadata_and_tokenizer(stories, tok512, tmp_path):

@@ -31,7 +31,7 @@ def test_int8_layer_is_its_dequantized_matmul_and_close_to_float():
 def test_compiled_decoding_form_equals_eager():
     torch.manual_seed(0)
     w, x = torch.randn(96, 128) * 0.05, torch.randn(2, 1, 128)
-    for layer in (Int8Linear.from_float(w), Int4Linear.from_float(w, 32)):
+    for layer in (Int4Linear.from_float(w, 32),):  # int8: test_quant_int8.py
         compiled = torch.compile(layer, fullgraph=True)
         torch.testing.assert_close(compiled(x), layer(x), atol=1e-5, rtol=1e-5)
 

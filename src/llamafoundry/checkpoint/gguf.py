@@ -51,6 +51,7 @@ GGUF_TYPES = {
     "f32": (Q.F32, gguf.LlamaFileType.ALL_F32),
     "f16": (Q.F16, gguf.LlamaFileType.MOSTLY_F16),
     "q8_0": (Q.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+    "q4_0": (Q.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),
 }
 _TORCH_NAMES = {"float32": "f32", "float16": "f16"}
 
@@ -215,7 +216,7 @@ def _write_sentencepiece(writer: gguf.GGUFWriter, tokenizer: Tokenizer) -> None:
 
 
 def _encode(tensor: torch.Tensor, matrix_type: Q) -> tuple[Q, np.ndarray]:
-    """(GGML type, data) of one tensor: vectors in F32, matrices in `matrix_type` (Q8_0 falls back to F16)."""
+    """(GGML type, data) of one tensor: vectors in F32, matrices in `matrix_type` (Q8_0 and Q4_0 fall back to F16 where rows are not whole blocks)."""
     data = tensor.detach().float().cpu().contiguous().numpy()
     if data.ndim <= 1 or matrix_type == Q.F32:
         return Q.F32, data

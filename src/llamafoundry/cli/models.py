@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p,
         device_help=FILES_ONLY_DEVICE_HELP,
         dtype_help="float32, bfloat16 or float16 (default: as loaded); for --to gguf: f32 (default), f16 "
-        "or q8_0; with --quantize the folder is our native one",
+        "q8_0 or q4_0; with --quantize the folder is our native one",
     )
     p.set_defaults(func=cmd_convert)
 
