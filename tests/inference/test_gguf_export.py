@@ -38,7 +38,8 @@ def test_gguf_holds_every_tensor_with_llama_cpp_names_and_shapes(stories, tok512
         values = gguf.quants.dequantize(t.data, t.tensor_type).reshape(ours.shape)
         if ours.ndim == 1:
             assert t.tensor_type == gguf.GGMLQuantizationType.F32  # llama.cpp wants norms in float32
-        tolerance = {"f32": 0, "f16": 1e-3, "q8_0": 2e-2, "q4_0": 7e-2}[kind] * float(ours.abs().max())
+        # Q4_0 keeps 16 steps of a block's largest value / 8: an eighth of it off at worst.
+        tolerance = {"f32": 0, "f16": 1e-3, "q8_0": 2e-2, "q4_0": 0.13}[kind] * float(ours.abs().max())
         np.testing.assert_allclose(values, ours.numpy(), atol=tolerance + 1e-7, rtol=0)
     # ffn_down's rows are 172 values, not whole 32-value blocks: it falls back to F16 as llama.cpp's does.
     expected = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}[kind]
