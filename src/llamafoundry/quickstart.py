@@ -43,7 +43,7 @@ FIT = REPO / "docs" / "thesis" / "fit.json"
 # multiply. At the ~10-50K tokens/s of 2 cores the fit's optimum for a few minutes to an hour is inside.
 SIZES = ("48x2", "64x2", "96x3", "128x2", "128x4", "192x4", "256x4")
 VAL_FRACTION = 0.02
-CALIBRATION_WARMUP = 2  # steps before the clock starts: first-touch allocation, oneDNN's kernel choice
+CALIBRATION_WARMUP = 1  # steps before the clock starts: first-touch allocation, oneDNN's kernel choice
 CALIBRATION_SECONDS = 2.0  # timed per candidate (at least 3 steps)
 
 
@@ -349,8 +349,10 @@ def _read_cache(path: Path) -> dict:
 
 
 def calibrate(recipe, scratch: Path) -> float:
-    """Tokens/s of real training steps of `recipe` (model, optimizer, data as a run has them), timed for
-    about CALIBRATION_SECONDS after CALIBRATION_WARMUP steps. `scratch` is the run folder the trainer
+    """Tokens/s of real training steps of `recipe` (model, optimizer, data as a run has them): the fastest
+    step of those in about CALIBRATION_SECONDS after CALIBRATION_WARMUP. The fastest, as the trainer's own
+    calibration takes it: others' load on a shared machine only ever slows a step, so the fastest is the
+    least noisy estimate of this machine's speed for the size. `scratch` is the run folder the trainer
     checks; nothing is written there."""
     import dataclasses
 
@@ -365,11 +367,10 @@ def calibrate(recipe, scratch: Path) -> float:
         trainer = Trainer(probe, runtime=runtime)
         for _ in range(CALIBRATION_WARMUP):
             trainer.step()
-        steps, start = 0, time.perf_counter()
-        while steps < 3 or time.perf_counter() - start < CALIBRATION_SECONDS:
-            trainer.step()
-            steps += 1
-        return steps * recipe.train.batch_tokens / (time.perf_counter() - start)
+        speeds, start = [], time.perf_counter()
+        while len(speeds) < 3 or time.perf_counter() - start < CALIBRATION_SECONDS:
+            speeds.append(trainer.step()["tokens_per_s"])
+        return max(speeds)
     finally:
         shutdown(runtime)
 
