@@ -469,10 +469,11 @@ def choice_lines(choice: dict, val_loss: float, trained: int) -> list[str]:
     lines = [
         head,
         "",
-        f"A budget of {choice['budget_minutes']:g} minutes: {choice['calibration_s']:.0f} s measured each "
-        f"candidate's speed (a few real training steps on this machine), the {choice['train_minutes']:.1f} "
-        "minutes left give its tokens, and the shipped fit L = E + A/N^alpha + B/D^beta (N the parameters "
-        "that multiply, D tokens; nats per token) predicts its validation loss.",
+        f"Of the {choice['budget_minutes']:g} minutes' budget, {choice['calibration_s']:.0f} s timed a few "
+        "real training steps of each candidate on this machine (its fastest step; cached in calibration.json). "
+        f"The {choice['train_minutes']:.1f} minutes left at that speed give its tokens D, and the fit "
+        "L = E + A/N^alpha + B/D^beta (N the parameters that multiply; nats per token) its predicted "
+        "validation loss.",
         "",
         "| candidate | shape | parameters (N) | tokens/s (measured) | tokens at budget | predicted loss |",
         "|---|---|---|---|---|---|",
