@@ -257,7 +257,11 @@ def choose_model(opts: QuickstartOptions, base, law) -> dict:
             cache[key] = calibrate(recipe, opts.out / "calibration")
             fileio.write_json(opts.out / "calibration.json", cache)
         candidates.append(
-            {"name": name, "shape": f"{cfg.dim}x{cfg.n_layers}, {cfg.n_heads} heads", "model": model}
+            {
+                "name": name,
+                "shape": f"dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} head(s)",
+                "model": model,
+            }
             | {"params": num_params(cfg), "matmul_params": matmul_params(cfg), "tokens_per_s": cache[key]}
         )
     spent = time.monotonic() - start
