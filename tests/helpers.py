@@ -69,7 +69,11 @@ def assert_user_error(result: Done | subprocess.CompletedProcess, *fragments: st
     """
     assert result.returncode != 0, result.stdout
     assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if "\r" not in line and "%|" not in line]
+    lines = [
+        line
+        for line in result.stderr.strip().splitlines()
+        if line.strip() and "\r" not in line and "%|" not in line
+    ]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("llamafoundry") and "error:" in lines[0], lines[0]
     for fragment in fragments:

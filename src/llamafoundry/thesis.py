@@ -26,6 +26,7 @@ from pathlib import Path
 from llamafoundry import fileio
 from llamafoundry.errors import UserError
 from llamafoundry.quickstart import REPO, QuickstartOptions, build_corpus, build_tokenizer, build_tokens
+from llamafoundry.train.sweep import SHORT_RUN_LR_SCALE
 
 THESIS_KIND = "thesis reproduction"
 FIGURES_KIND = "thesis figures"
@@ -42,9 +43,7 @@ class ThesisOptions:
     sizes: tuple[str, ...] = ("16x1", "32x1", "48x2", "64x2", "96x3")
     budgets: tuple[float, ...] = (5e5, 1e6, 2e6, 4e6)
     points: int = 8  # validations along each run
-    # Kaplan et al.'s lr(N) came from 250K-step runs; these have 250 to 2,000 steps. Measured on the
-    # 32x1 model, 2M tokens in batches of 2,048: validation loss 3.65 at their rate, 3.46 at 2.9x it.
-    lr_scale: float = 3.0
+    lr_scale: float = SHORT_RUN_LR_SCALE
     min_tokens: float = 2.5e5  # points before this are the optimiser's transient, not the law
     bootstrap: int = 100
     config: Path = REPO / "configs" / "thesis-cpu.toml"
@@ -94,7 +93,23 @@ def analyse(opts: ThesisOptions, run_dirs: list[Path]) -> dict:
     runs = [read_run(d) for d in run_dirs]
     points = [p for d in run_dirs for p in run_points(d) if p[1] >= opts.min_tokens]
     fit = fit_law(points, bootstrap=opts.bootstrap)
-    return {"runs": runs, "points": points, "fit": fit, "smallest": smallest_model(runs, fit.law)}
+    smallest = smallest_model(runs, fit.law)
+    return {
+        "runs": runs,
+        "points": points,
+        "fit": fit,
+        "smallest": smallest,
+        "units": loss_units(run_dirs[0]),
+    }
+
+
+def loss_units(run_dir: Path) -> dict[str, int]:
+    """What the fitted losses are per: a token of a vocabulary of this size, predicted from this much
+    context. A fit used elsewhere (the quickstart's choice of size) must train in the same units."""
+    from llamafoundry.train.recipe import load_run_recipe
+
+    recipe = load_run_recipe(Path(run_dir) / "config.toml")
+    return {"vocab_size": recipe.model_config().vocab_size, "seq_len": recipe.data.seq_len}
 
 
 def optimal_tokens(law, params: float) -> float:
@@ -169,7 +184,7 @@ def write_up(opts: ThesisOptions, result: dict) -> Path:
     with fileio.atomic_dir(opts.figures, kind=FIGURES_KIND, overwrite=opts.overwrite) as folder:
         plot_fit(result["points"], law, folder)
         plot_smallest(result["smallest"], folder / "smallest_model.png")
-        fileio.write_json(folder / "fit.json", result["fit"].to_dict())
+        fileio.write_json(folder / "fit.json", result["fit"].to_dict() | {"units": result["units"]})
     text = _markdown(opts, result, target, rows, budget)
     with fileio.output_file(opts.doc, overwrite=opts.overwrite, recognise=_is_our_doc) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -60,6 +60,11 @@ def test_the_page_is_written_from_a_sweep(cli, shakespeare_tokens, tmp_path):
     for png in ("loss_vs_tokens.png", "iso_loss.png", "smallest_model.png"):
         assert (tmp_path / "page" / png).read_bytes()[:4] == b"\x89PNG"
     assert_page_follows_from_its_numbers(page, tmp_path / "page" / "fit.json")
+    # The losses' units go with the fit, for whoever predicts with it (the quickstart's size).
+    assert json.loads((tmp_path / "page" / "fit.json").read_text())["units"] == {
+        "vocab_size": 512,
+        "seq_len": 64,
+    }
 
     # An existing write-up is replaced only with --overwrite, and that is found before any work.
     again = cli("scaling", "thesis", "-o", tmp_path / "work", "--doc", tmp_path / "page.md")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from llamafoundry.cli.options import DEVICE_HELP, add_output
@@ -254,17 +253,6 @@ def _table(law, args: argparse.Namespace) -> str:
 
 
 def _read_fit(path: Path):
-    from llamafoundry.train.scaling import LossLaw
+    from llamafoundry.train.scaling import read_law
 
-    if path.is_dir():
-        path = path / "fit.json"
-    try:
-        coefficients = json.loads(path.read_text(encoding="utf-8"))["law"]
-        law = LossLaw(**{k: float(coefficients[k]) for k in ("E", "A", "B", "alpha", "beta")})
-    except FileNotFoundError:
-        raise UserError(f"fit {path} not found; make one with `llamafoundry scaling fit RUN...`") from None
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"{path} is not a fit from `llamafoundry scaling fit`") from None
-    if not all(math.isfinite(v) and v > 0 for v in law.to_dict().values()):
-        raise UserError(f"{path} holds coefficients that are not positive finite numbers")
-    return law
+    return read_law(path)

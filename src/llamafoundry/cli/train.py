@@ -9,6 +9,8 @@ from llamafoundry.cli.options import DEVICE_HELP, add_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from llamafoundry.quickstart import QuickstartOptions
+
     p = subparsers.add_parser(
         "train",
         help="pretrain a model with the paper's recipe (torchrun for several processes)",
@@ -51,7 +53,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         overwrite=False,
     )
     p.add_argument("--minutes", type=float, default=10.0, help="training time budget (default 10)")
-    p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer vocabulary (default 8192)")
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        default=QuickstartOptions.vocab_size,
+        help=f"tokenizer vocabulary (default {QuickstartOptions.vocab_size}, the shipped fit's; another "
+        "needs --model)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="PRESET",
+        help="train this preset instead of the size the quickstart chooses for its budget (e.g. llama-15m)",
+    )
+    p.add_argument(
+        "--sizes",
+        default=",".join(QuickstartOptions.sizes),
+        help="candidate sizes DIMxLAYERS[xHEADS] to choose from, comma-separated (default %(default)s)",
+    )
     p.add_argument(
         "--config", type=Path, default=None, help="training recipe (default configs/tiny-cpu.toml)"
     )
@@ -104,6 +123,8 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
         data_recipe=args.data_recipe or defaults.data_recipe,
         train_config=args.config or defaults.train_config,
         overrides=tuple(args.overrides),
+        model=args.model,
+        sizes=tuple(s for s in args.sizes.split(",") if s.strip()),
     )
     report = run_quickstart(opts)
     print(f"done: see {report}")

@@ -202,6 +202,25 @@ def plan(law: LossLaw, target_loss: float, inference_tokens: float) -> Choice:
     return Choice(n, d, 6 * n * d, 2 * n * inference_tokens, law.loss(n, d))
 
 
+def read_law(path: str | os.PathLike) -> LossLaw:
+    """The law in a fit from `scaling fit` or `scaling thesis` (its folder or fit.json)."""
+    import json
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "fit.json"
+    try:
+        coefficients = json.loads(path.read_text(encoding="utf-8"))["law"]
+        law = LossLaw(**{k: float(coefficients[k]) for k in ("E", "A", "B", "alpha", "beta")})
+    except FileNotFoundError:
+        raise UserError(f"fit {path} not found; make one with `llamafoundry scaling fit RUN...`") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is not a fit from `llamafoundry scaling fit`") from None
+    if not all(math.isfinite(v) and v > 0 for v in law.to_dict().values()):
+        raise UserError(f"{path} holds coefficients that are not positive finite numbers")
+    return law
+
+
 def run_points(run_dir: str | os.PathLike) -> list[tuple[float, float, float]]:
     """(parameters, tokens, validation loss) at every validation of a training run folder; the parameters
     that multiply activations, the N of C = 6ND (`config.matmul_params`)."""
