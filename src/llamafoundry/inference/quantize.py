@@ -3,8 +3,9 @@
 Decoding one token reads every weight once and does two FLOPs with it, so its speed is memory bandwidth
 over weight bytes: 8-bit weights read a quarter of float32's bytes, 4-bit an eighth. Activations stay
 in floating point, except in compiled int8 steps of several rows (batched decoding), which round them
-to int8 per row for an int8 GEMM (`kernels.int8_matmul`, as llama.cpp's Q8_0 does). As in gpt-fast, quantization is a transform of the model's linear layers (and of
-its state dict, which we save as a model folder); the embedding stays as it is (a lookup reads one row).
+to int8 per row for an int8 GEMM (`kernels.int8_matmul`, as llama.cpp's Q8_0 does). As in gpt-fast,
+quantization is a transform of the model's linear layers (and of its state dict, which we save as a
+model folder); the embedding stays as it is (a lookup reads one row).
 
 - int8: w ~= q * s, q in [-127, 127], one scale per output row.
 - int4: w ~= (q - 8) * s + z, q in [0, 15], a scale and zero per `group_size` inputs of each row (the
