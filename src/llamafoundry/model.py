@@ -148,8 +148,13 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         if self.cache is not None:
             # Attention reads the cache positions the mask covers; no mask means a causal call from
-            # position 0 (see Transformer.hidden), which reads the positions it writes.
-            k, v = self.cache.update(pos, k, v, span=seqlen if mask is None else mask.shape[-1])
+            # position 0 (see Transformer.hidden), which reads the positions it writes. A call that
+            # reads only what it writes (a prefill) attends over its own keys and values, not the
+            # cache's copies, which may be 16-bit: prompt logits stay exact.
+            span = seqlen if mask is None else mask.shape[-1]
+            cached = self.cache.update(pos, k, v, span=span)
+            if span != seqlen:
+                k, v = cached
         out = self.attend(q, k, v, mask)
         return self.wo(out.transpose(1, 2).reshape(batch, seqlen, -1))
 

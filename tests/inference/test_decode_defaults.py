@@ -88,3 +88,15 @@ def test_serving_compiles_float_weights_with_max_autotune_and_quantized_ones_pla
     int8 = quantize_model(stories, QuantConfig("int8"))
     assert Generator.for_serving(int8).compile_mode is None
     assert Generator.for_serving(int8).compiled
+
+
+def test_a_prefill_attends_over_its_own_keys_not_the_16_bit_copies(stories):
+    """The prompt's logits (and so prompt log-probabilities, echo scoring, the first token) are exact
+    under the 16-bit cache: only decode steps read rounded keys and values."""
+    params = SamplingParams(max_new_tokens=1, prompt_logprobs=0)
+    event = next(iter(Generator(stories).stream([PROMPT], params)))[0]
+    with torch.no_grad():
+        exact = stories(torch.tensor([PROMPT]))[0].log_softmax(-1)
+    expected = exact[:-1].gather(-1, torch.tensor(PROMPT[1:])[:, None]).squeeze(-1)
+    ours = torch.tensor([t.logprob for t in event.prompt_logprobs[1:]])
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)

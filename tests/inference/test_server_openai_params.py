@@ -25,7 +25,8 @@ CHAT = [{"role": "user", "content": "A story?"}]
 def served(stories_folder) -> Iterator[tuple[Server, str]]:
     model, tokenizer, _ = load_model(stories_folder)
     server = Server(
-        Generator(model, tokenizer, max_seq_len=256),
+        # Exact decoding (a float32 cache), so logprobs compare with a plain forward at 1e-4.
+        Generator(model, tokenizer, max_seq_len=256, kv_cache_dtype=torch.float32),
         NAME,
         limits=ServerLimits(max_tokens=64, max_concurrent=8, max_batch=8),
     )
@@ -90,7 +91,7 @@ def test_include_usage_ends_the_stream_with_a_usage_chunk(client, chat):
 def test_logit_bias_forces_and_bans_tokens_greedily(client, reference):
     model, tokenizer = reference
     prompt = "Once upon a time"
-    generator = Generator(model, tokenizer)
+    generator = Generator(model, tokenizer, kv_cache_dtype=torch.float32)
     ids = tokenizer.encode(prompt)
     free = generator.generate([ids], SamplingParams(max_new_tokens=4))[0].tokens
     other = 300 if free[0] != 300 else 301  # an ordinary piece the model would not choose first
@@ -202,7 +203,7 @@ def test_completion_logprobs_are_the_models_and_shaped_as_openais(client, refere
     choice = reply.choices[0]
     logprobs = choice.logprobs
     ids = tokenizer.encode(prompt)
-    plain = Generator(model, tokenizer).generate(
+    plain = Generator(model, tokenizer, kv_cache_dtype=torch.float32).generate(
         [ids], SamplingParams(max_new_tokens=10, temperature=0.9, seed=3)
     )[0]
     generated = plain.tokens + ([tokenizer.eos_id] if plain.finish_reason == "stop" else [])
@@ -255,7 +256,7 @@ def test_chat_logprobs_and_their_stream(served, client, reference):
     assert len(content) == reply.usage.completion_tokens
     transcript = tokenizer.encode("User: A story?\nAssistant:")
     params = SamplingParams(max_new_tokens=8, temperature=1.0, seed=5, stop=("\nUser:",))
-    plain = Generator(model, tokenizer).generate([transcript], params)[0]
+    plain = Generator(model, tokenizer, kv_cache_dtype=torch.float32).generate([transcript], params)[0]
     generated = plain.tokens + ([tokenizer.eos_id] if len(plain.tokens) < len(content) else [])
     expected = _logprobs(model, transcript + generated)[len(transcript) - 1 :]
     assert [c.logprob for c in content] == pytest.approx(expected.tolist(), abs=1e-4)
