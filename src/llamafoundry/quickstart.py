@@ -324,7 +324,8 @@ def _sized(base, model: dict):
 def _overrides(base, chosen: dict, seconds: float) -> list[str]:
     """Recipe overrides that train `chosen` for `seconds`: the thesis sweep's learning-rate and warmup rule
     for its size (what the fit was measured with), and about 20 validations and 10 checkpoints along it."""
-    from llamafoundry.train.sweep import SHORT_RUN_LR_SCALE, kaplan_lr, warmup_steps
+    from llamafoundry.train.scaling import SHORT_RUN_LR_SCALE
+    from llamafoundry.train.sweep import kaplan_lr, warmup_steps
 
     steps = max(1, int(chosen["tokens"] / base.train.batch_tokens))
     n = chosen["matmul_params"]

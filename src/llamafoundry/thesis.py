@@ -26,7 +26,7 @@ from pathlib import Path
 from llamafoundry import fileio
 from llamafoundry.errors import UserError
 from llamafoundry.quickstart import REPO, QuickstartOptions, build_corpus, build_tokenizer, build_tokens
-from llamafoundry.train.sweep import SHORT_RUN_LR_SCALE
+from llamafoundry.train.scaling import SHORT_RUN_LR_SCALE
 
 THESIS_KIND = "thesis reproduction"
 FIGURES_KIND = "thesis figures"

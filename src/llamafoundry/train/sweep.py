@@ -31,9 +31,6 @@ RULE = (
     "parameters: lr(N) = 0.003239 - 0.0001395 ln N, N the parameters that multiply activations (the N of "
     "C = 6ND), times --lr-scale; warmup of N tokens (LLaMA-7B's 2,000 steps of 4M tokens are 1.2 N), at most 5% of the run"
 )
-# Kaplan et al.'s lr(N) came from 250K-step runs; the thesis sweep's have 250 to 2,000 steps. Measured on
-# the 32x1 model, 2M tokens in batches of 2,048: validation loss 3.65 at their rate, 3.46 at 2.9x it.
-SHORT_RUN_LR_SCALE = 3.0
 _SIZE = re.compile(r"(\d+)x(\d+)(?:x(\d+))?")
 
 
