@@ -202,7 +202,7 @@ def _hessians(
 ) -> dict[str, torch.Tensor]:
     """X^T X of each int4-bound layer's inputs X over the sequences, from hooks on the float model.
 
-    All layers are recorded in one pass, so this holds sum(in_features^2) floats: 3 MiB for llama-15m,
+    All layers are recorded in one pass, so this holds sum(in_features^2) floats: 42 MiB for llama-15m,
     far more for billions of parameters (where GPTQ goes layer by layer instead).
     """
     hessians: dict[str, torch.Tensor] = {}
