@@ -100,6 +100,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--eval-tokens", type=int, default=16384, help="tokens of --eval-text to score (default 16384)"
     )
+    p.add_argument(
+        "--calibration-text",
+        type=Path,
+        default=None,
+        help="a text file like the model's training data: int4 by GPTQ on the layers' inputs over it "
+        "(default: round-to-nearest, no data needed)",
+    )
+    p.add_argument(
+        "--calibration-tokens",
+        type=int,
+        default=32768,
+        help="tokens of --calibration-text to run through the model (default 32768)",
+    )
     p.set_defaults(func=cmd_quantize)
 
 
@@ -336,15 +349,19 @@ def cmd_quantize(args: argparse.Namespace) -> None:
         args.quantize = args.method
     config = QuantConfig(args.quantize, args.group_size)
     check_at_least(args, 1, "eval_tokens")
+    check_at_least(args, 2, "calibration_tokens")
+    if args.calibration_text is not None and config.method != "int4":
+        raise UserError("--calibration-text calibrates int4 (GPTQ); add --quantize int4")
     output = output_of(args)
     if output.resolve() == Path(args.model).resolve():
         raise UserError("the output folder is the source folder; choose another output path")
     check_export(output, overwrite=args.overwrite)  # before the model is loaded
     model, tokenizer, _ = load(args, quantize=None)
+    calibration = _calibration(args, tokenizer, model.cfg.max_seq_len)
     eval_ids = _eval_ids(args, tokenizer)
     before = _perplexity(model, eval_ids) if eval_ids else None
     size_before = weight_bytes(model)
-    quantize_model(model, config)
+    quantize_model(model, config, calibration)
     save_model(output, model, tokenizer, overwrite=args.overwrite)
     print(
         f"wrote {config.method} model to {output} (weights read per token: {size_before / 2**20:.1f} MiB -> "
@@ -352,8 +369,9 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     )
     if eval_ids:
         after = _perplexity(model, eval_ids)
+        method = f"{config.method} {'GPTQ' if calibration else 'RTN'}" if config.method == "int4" else "int8"
         print(
-            f"perplexity on {args.eval_text} ({len(eval_ids)} tokens): float {before:.3f}, {config.method} "
+            f"perplexity on {args.eval_text} ({len(eval_ids)} tokens): float {before:.3f}, {method} "
             f"{after:.3f}, delta {after - before:+.3f} ({(after / before - 1) * 100:+.2f}%)"
         )
 
@@ -367,6 +385,29 @@ def _eval_ids(args: argparse.Namespace, tokenizer) -> list[int] | None:
         raise UserError(f"--eval-text {args.eval_text} not found; give a text file")
     text = args.eval_text.read_text(encoding="utf-8", errors="replace")
     return tokenizer.encode(text[: args.eval_tokens * 16], bos=True)[: args.eval_tokens]
+
+
+def _calibration(args: argparse.Namespace, tokenizer, window: int) -> list | None:
+    """--calibration-text as sequences of at most `window` token ids (the model's context)."""
+    import torch
+
+    path = args.calibration_text
+    if path is None:
+        return None
+    if tokenizer is None:
+        raise UserError("--calibration-text needs a tokenizer and the model has none; pass --tokenizer")
+    if not path.is_file():
+        raise UserError(f"--calibration-text {path} not found; give a text file")
+    try:
+        data = path.read_bytes()[: args.calibration_tokens * 16]
+    except OSError as e:
+        raise UserError(f"cannot read --calibration-text {path}: {e.strerror}") from None
+    if b"\x00" in data:  # text has no NUL bytes; a checkpoint or archive does
+        raise UserError(f"--calibration-text {path} is a binary file; give a text file")
+    ids = tokenizer.encode(data.decode("utf-8", errors="replace"), bos=True)[: args.calibration_tokens]
+    if len(ids) < 2:
+        raise UserError(f"--calibration-text {path} is too short to calibrate on; give more text")
+    return [torch.tensor(ids[i : i + window]) for i in range(0, len(ids), window)]
 
 
 def _perplexity(model, ids: list[int]) -> float:

@@ -121,13 +121,20 @@ class Int4Linear(nn.Module):
         w = weight.detach().float()
         rows, cols = w.shape
         groups = w.reshape(rows, -1, group_size)
-        low, high = groups.amin(dim=-1, keepdim=True), groups.amax(dim=-1, keepdim=True)
-        scales = (high - low).clamp(min=1e-6) / 15
-        zeros = low + 8 * scales  # q = 8 decodes to the group's midpoint
-        q = torch.round((groups - low) / scales).clamp(0, 15).to(torch.uint8).reshape(rows, cols)
-        layer = cls(cols, rows, group_size, weight.dtype, weight.device)
+        scales, low = _int4_grid(groups)
+        q = _int4_codes(groups, scales, low).reshape(rows, cols)
+        return cls.from_codes(q, scales.squeeze(-1), low.squeeze(-1), weight.dtype)
+
+    @classmethod
+    def from_codes(
+        cls, q: torch.Tensor, scales: torch.Tensor, low: torch.Tensor, dtype: torch.dtype
+    ) -> Int4Linear:
+        """The layer decoding codes `q` (uint8 [out, in], 0..15) as q * scale + low per group."""
+        rows, cols = q.shape
+        layer = cls(cols, rows, cols // scales.shape[1], dtype, q.device)
         layer.weight = q[:, 0::2] | (q[:, 1::2] << 4)
-        layer.scales, layer.zeros = scales.squeeze(-1).to(weight.dtype), zeros.squeeze(-1).to(weight.dtype)
+        # q = 8 decodes to the zero: the group's midpoint under round-to-nearest
+        layer.scales, layer.zeros = scales.to(dtype), (low + 8 * scales).to(dtype)
         return layer
 
     def unpacked(self) -> torch.Tensor:
@@ -144,13 +151,33 @@ class Int4Linear(nn.Module):
         return decode_matmul(x, self.dequantize(x.dtype))
 
 
-def quantize_model(model: Transformer, config: QuantConfig) -> Transformer:
-    """Replace the model's linear layers by quantized ones, in place; return the model."""
+def _int4_grid(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, low) per group of the last dimension: 16 levels spanning the group's min to max."""
+    low, high = groups.amin(dim=-1, keepdim=True), groups.amax(dim=-1, keepdim=True)
+    return (high - low).clamp(min=1e-6) / 15, low
+
+
+def _int4_codes(w: torch.Tensor, scales: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    return torch.round((w - low) / scales).clamp(0, 15).to(torch.uint8)
+
+
+def quantize_model(
+    model: Transformer, config: QuantConfig, calibration: list[torch.Tensor] | None = None
+) -> Transformer:
+    """Replace the model's linear layers by quantized ones, in place; return the model.
+
+    With `calibration` (sequences of token ids) the int4 layers are quantized by GPTQ on their inputs
+    over those sequences, the others by round-to-nearest.
+    """
+    hessians = _hessians(model, config, calibration) if calibration else {}
     for name, linear in _linears(model):
         parent, _, attr = name.rpartition(".")
-        setattr(
-            model.get_submodule(parent) if parent else model, attr, _quantize_linear(name, linear, config)
+        layer = (
+            gptq_int4(linear.weight, hessians[name], config.group_size)
+            if name in hessians
+            else _quantize_linear(name, linear, config)
         )
+        setattr(model.get_submodule(parent) if parent else model, attr, layer)
     model.quantization = config
     return model
 
@@ -159,11 +186,99 @@ def _linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
-def _quantize_linear(name: str, linear: nn.Linear, config: QuantConfig) -> nn.Module:
+def _is_int4(name: str, linear: nn.Linear, config: QuantConfig) -> bool:
     rows, cols = linear.weight.shape
-    if config.method == "int4" and name != "output" and Int4Linear.supports(rows, cols, config.group_size):
+    return config.method == "int4" and name != "output" and Int4Linear.supports(rows, cols, config.group_size)
+
+
+def _quantize_linear(name: str, linear: nn.Linear, config: QuantConfig) -> nn.Module:
+    if _is_int4(name, linear, config):
         return Int4Linear.from_float(linear.weight, config.group_size)
     return Int8Linear.from_float(linear.weight)
+
+
+@torch.inference_mode()
+def _hessians(
+    model: Transformer, config: QuantConfig, sequences: list[torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """X^T X of each int4-bound layer's inputs X over the sequences, from hooks on the float model.
+
+    All layers are recorded in one pass, so this holds sum(in_features^2) floats: 42 MiB for llama-15m,
+    far more for billions of parameters (where GPTQ goes layer by layer instead).
+    """
+    hessians: dict[str, torch.Tensor] = {}
+
+    def record(name: str):
+        def hook(module: nn.Linear, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+            x = inputs[0].reshape(-1, module.in_features).float()
+            hessians[name] = hessians.get(name, 0) + x.T @ x
+
+        return hook
+
+    handles = [
+        linear.register_forward_hook(record(name))
+        for name, linear in _linears(model)
+        if _is_int4(name, linear, config)
+    ]
+    try:
+        model.clear_cache()
+        for ids in sequences:
+            model(ids.unsqueeze(0))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return hessians
+
+
+def gptq_int4(
+    weight: torch.Tensor, hessian: torch.Tensor, group_size: int, block_size: int = 128
+) -> Int4Linear:
+    """GPTQ (Frantar et al., 2022): quantize the columns (inputs) in order, each column's rounding
+    error compensated on the columns not yet quantized through the inverse Hessian of the layer's
+    inputs, so that ||X W^T - X Q^T|| rather than ||W - Q|| is what is kept small. Groups get their
+    scale and low from the error-updated weights when their first column comes up, as in the paper's
+    reference code; updates beyond the current block of `block_size` columns are batched ("lazy").
+    """
+    w = weight.detach().float().clone()
+    rows, cols = w.shape
+    h = hessian.double().clone()  # the Cholesky factors of an ill-conditioned H want float64
+    dead = h.diagonal() == 0  # inputs that were always zero: their weights do not matter
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    h.diagonal().add_(0.01 * h.diagonal().mean())  # the paper's dampening
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
+    q = torch.zeros(rows, cols, dtype=torch.uint8, device=w.device)
+    scales = torch.zeros(rows, cols // group_size, device=w.device)
+    low = torch.zeros_like(scales)
+    block = max(block_size, group_size)  # a group never straddles two blocks
+    for start in range(0, cols, block):
+        end = min(start + block, cols)
+        errors = _gptq_block(w, hinv, (q, scales, low), start, end, group_size)
+        w[:, end:] -= errors @ hinv[start:end, end:]
+    return Int4Linear.from_codes(q, scales, low, weight.dtype)
+
+
+def _gptq_block(
+    w: torch.Tensor,
+    hinv: torch.Tensor,
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    start: int,
+    end: int,
+    group_size: int,
+) -> torch.Tensor:
+    """Quantize columns start:end of `w` into `out` (codes, scales, lows), updating the block's later
+    columns in place; return the scaled errors that the columns after the block still owe."""
+    q, scales, low = out
+    errors = torch.zeros(w.shape[0], end - start, device=w.device)
+    for col in range(start, end):
+        g, i = col // group_size, col - start
+        if col % group_size == 0:
+            s, lo = _int4_grid(w[:, col : col + group_size])
+            scales[:, g], low[:, g] = s[:, 0], lo[:, 0]
+        q[:, col] = _int4_codes(w[:, col], scales[:, g], low[:, g])
+        errors[:, i] = (w[:, col] - (q[:, col] * scales[:, g] + low[:, g])) / hinv[col, col]
+        w[:, col:end] -= errors[:, i : i + 1] * hinv[col, col:end]
+    return errors
 
 
 def quantized_skeleton(model: Transformer, config: QuantConfig, kinds: dict[str, str]) -> Transformer:
