@@ -107,7 +107,9 @@ def test_cached_decode_logits_equal_full_sequence_logits(stories):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_16_bit_kv_cache_stays_close_to_float32(stories, dtype):
     prompts, continuation = PROMPTS[:2], [[7, 8, 9, 10], [11, 12, 13, 14]]
-    exact = _cached_logits(Generator(copy.deepcopy(stories), kv_cache_dtype=torch.float32), prompts, continuation)
+    exact = _cached_logits(
+        Generator(copy.deepcopy(stories), kv_cache_dtype=torch.float32), prompts, continuation
+    )
     half = Generator(copy.deepcopy(stories), kv_cache_dtype=dtype)
     eager = _cached_logits(half, prompts, continuation)
     assert half.model.layers[0].attention.cache.k.dtype == dtype
