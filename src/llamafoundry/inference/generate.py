@@ -1,12 +1,13 @@
 """Text generation: one prefill of the prompts, then token-by-token decoding from a static KV cache.
 
-The decode step is the gpt-fast recipe: every tensor it touches has a fixed shape (the cache is
-preallocated for `max_seq_len` positions and attention spans all of it under a mask), so
+The decode step is the gpt-fast recipe with one change: the cache is preallocated for `max_seq_len`
+positions, and every tensor the step touches has a fixed shape but for the span of cache positions
+attention reads, the filled part only, which is a dynamic dimension of the graph; so
 `torch.compile(fullgraph=True)` turns the whole step into one graph with no Python between layers and
-no allocation by us per token. Prompts of different lengths are left-padded: each row gets its own
-rotary positions and a mask that hides its padding, as Hugging Face does from an attention mask.
-The prefill projects only the last position onto the vocabulary: the other positions' logits
-(vocab x dim each) are never needed.
+no allocation by us per token, and a step at position p reads p keys, not `max_seq_len`. Prompts of
+different lengths are left-padded: each row gets its own rotary positions and a mask that hides its
+padding, as Hugging Face does from an attention mask. The prefill projects only the last position onto
+the vocabulary: the other positions' logits (vocab x dim each) are never needed.
 """
 
 from __future__ import annotations
