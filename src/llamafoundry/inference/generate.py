@@ -125,9 +125,9 @@ class Generator:
     `compile_mode` is torch.compile's mode; on CPU, "max-autotune" also freezes the weights of a float
     model into the graph, which lets inductor use its C++ GEMM template for the products of several rows
     (batched decoding): batch-8 fp32 decoding ran 2.2x faster here, for a ~10x longer compilation (45 s
-    per batch size) and a packed copy of the weights in memory; `Generator.for_serving` takes it.
-    Quantized models are not frozen (freezing would fold their dequantization into float copies of the
-    weights).
+    per batch size) and a packed copy of the weights in memory; `Generator.for_serving` takes it. Steps of
+    one row compile in the default mode whatever `compile_mode` says (see `_compile`). Quantized models
+    are not frozen (freezing would fold their dequantization into float copies of the weights).
 
     `kv_cache_dtype` (default: 16 bits, as llama.cpp keeps its cache: float16 for a float32 model, else
     the model's own dtype) is how keys and values are stored: a float32 cache doubles the bytes decoding
@@ -165,7 +165,7 @@ class Generator:
         self.compile_policy, self.compile_mode = compile, compile_mode
         self.compiled = False
         self.steps_decoded = 0  # decode steps run by this generator, for compile="auto"
-        self._step = self._decode_step
+        self._step = self._rows_step = self._decode_step  # one row; several rows
         self._freeze = False
         if compile is True:
             self._compile()
@@ -184,7 +184,12 @@ class Generator:
             return
         use_decode_kernels(self.model)
         self._freeze = _freezes(self.model, self.compile_mode)
-        self._step = torch.compile(self._decode_step, fullgraph=True, dynamic=False, mode=self.compile_mode)
+        # `compile_mode` is for steps of several rows: one row decodes through the fused reductions of
+        # `kernels.py`, which max-autotune's GEMM templates leave alone, and compiles faster without it.
+        self._step = torch.compile(self._decode_step, fullgraph=True, dynamic=False)
+        self._rows_step = torch.compile(
+            self._decode_rows, fullgraph=True, dynamic=False, mode=self.compile_mode
+        )
         self.compiled = True
 
     def encode(self, prompt: Prompt) -> list[int]:
@@ -299,6 +304,8 @@ class Generator:
         the rest skip them."""
         if not self.compiled:  # eager: no need to import dynamo (a second's start-up) for its settings
             return self._step(current, pos, pad, key)
+        rows = len(current) > 1
+        step = self._rows_step if rows else self._step
         torch._dynamo.mark_dynamic(key, 0, min=2, max=self.max_seq_len)
         if not checked:
             # Compilations happen in these calls. Each batch size of each generator is a graph of its
@@ -308,11 +315,13 @@ class Generator:
             quiet = {"max_autotune_report_choices_stats": False, "autotune_num_choices_displayed": 0}
             with (
                 torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT),
-                torch._inductor.config.patch(freezing=True, **quiet) if self._freeze else nullcontext(),
+                torch._inductor.config.patch(freezing=True, **quiet)
+                if rows and self._freeze
+                else nullcontext(),
             ):
-                return self._step(current, pos, pad, key)
+                return step(current, pos, pad, key)
         with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-            return self._step(current, pos, pad, key)
+            return step(current, pos, pad, key)
 
     def reserve(self, batch: int) -> None:
         """Allocate the KV cache for up to `batch` rows now (a server's largest batch), so that every
@@ -384,6 +393,13 @@ class Generator:
             tokens, pos, positions=(pos - pad).unsqueeze(1), mask=visible[:, None, None, :]
         )
         return self.model.output(hidden[:, -1])
+
+    def _decode_rows(
+        self, tokens: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor, key: torch.Tensor
+    ) -> torch.Tensor:
+        """`_decode_step` for several rows: a function of its own, so that its graphs (compiled in
+        `compile_mode`) are cached apart from those of one row."""
+        return self._decode_step(tokens, pos, pad, key)
 
 
 def _logprobs(
