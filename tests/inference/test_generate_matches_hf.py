@@ -116,7 +116,8 @@ def test_16_bit_kv_cache_stays_close_to_float32(stories, dtype):
     compiled = _cached_logits(
         Generator(half.model, compile=True, kv_cache_dtype=dtype), prompts, continuation
     )
-    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)  # the same cache, the same arithmetic
+    # The same 16-bit cache, sums in another order: 5.6e-4 apart at most here (logits span ~10).
+    torch.testing.assert_close(compiled, eager, atol=1e-3, rtol=0)
     error = (eager - exact).abs().max().item()
     # Rounded keys and values and no more: fp16 keeps 11 significant bits, bf16 8 (logits span ~10 here).
     assert 0 < error < (0.1 if dtype == torch.float16 else 0.5)
@@ -127,14 +128,15 @@ def test_16_bit_kv_cache_stays_close_to_float32(stories, dtype):
 @pytest.mark.parametrize("mode", [None, "max-autotune"])
 def test_compiled_decode_step_equals_eager(stories, mode):
     prompts, continuation = PROMPTS[:2], [[7, 8, 9, 10], [11, 12, 13, 14]]
-    eager = _cached_logits(Generator(stories), prompts, continuation)
-    compiled_gen = Generator(stories, compile=True, compile_mode=mode)
+    exact = torch.float32  # compiled and eager arithmetic compared, not two roundings of the cache
+    eager = _cached_logits(Generator(stories, kv_cache_dtype=exact), prompts, continuation)
+    compiled_gen = Generator(stories, compile=True, compile_mode=mode, kv_cache_dtype=exact)
     compiled = _cached_logits(compiled_gen, prompts, continuation)
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)
     params = SamplingParams(max_new_tokens=30, ignore_eos=True)
     assert (
         compiled_gen.generate(prompts, params)[0].tokens
-        == Generator(stories).generate(prompts, params)[0].tokens
+        == Generator(stories, kv_cache_dtype=exact).generate(prompts, params)[0].tokens
     )
 
 
