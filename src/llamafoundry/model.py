@@ -268,15 +268,19 @@ class Transformer(nn.Module):
     def setup_cache(
         self, batch: int, max_seq_len: int | None = None, dtype: torch.dtype | None = None
     ) -> None:
-        """Preallocate a KV cache for `batch` sequences of up to `max_seq_len` tokens."""
+        """Preallocate a KV cache for `batch` sequences of up to `max_seq_len` tokens.
+
+        It holds one position more than a sequence fills: the span attention reads is then always a
+        strict prefix of the cache, which keeps its length dynamic in a compiled decode step (a slice as
+        long as the whole cache is contiguous, which torch.compile would specialise on).
+        """
         max_seq_len = max_seq_len or self.cfg.max_seq_len
         if max_seq_len > self.cfg.max_seq_len:
             raise ValueError(f"cache of {max_seq_len} positions exceeds max_seq_len {self.cfg.max_seq_len}")
         weight = self.tok_embeddings.weight
+        shape = (batch, max_seq_len + 1, self.cfg.kv_heads, self.cfg.head_dim)
         for layer in self.layers:
-            layer.attention.cache = KVCache(
-                batch, max_seq_len, self.cfg.kv_heads, self.cfg.head_dim, dtype or weight.dtype, weight.device
-            )
+            layer.attention.cache = KVCache(*shape, dtype or weight.dtype, weight.device)
 
     def clear_cache(self) -> None:
         for layer in self.layers:

@@ -327,14 +327,8 @@ class Generator:
         """Allocate the KV cache for up to `batch` rows now (a server's largest batch), so that every
         smaller batch shares it and none ever reallocates it."""
         if batch > max(self._caches, default=0):  # a new storage; the views of the old one go with it
-            cfg, weight = self.model.cfg, self.model.tok_embeddings.weight
-            # One position more than a sequence fills: the span that attention reads is then always a
-            # strict prefix of the cache, which keeps its length dynamic in the compiled step (a slice
-            # as long as the whole cache is contiguous, which torch.compile would specialise on).
-            shape = (batch, self.max_seq_len + 1, cfg.kv_heads, cfg.head_dim)
-            self._caches = {
-                batch: [KVCache(*shape, self.kv_cache_dtype, weight.device) for _ in self.model.layers]
-            }
+            self.model.setup_cache(batch, self.max_seq_len, dtype=self.kv_cache_dtype)
+            self._caches = {batch: [layer.attention.cache for layer in self.model.layers]}
 
     def release(self) -> None:
         """Free the KV cache; the next generation allocates it again (a frozen compiled step, which
