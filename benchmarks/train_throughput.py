@@ -5,8 +5,11 @@ settings for both; the same threads; fp32 and bf16 autocast. Prints tokens/s, MF
 peak measured here for each precision, ours/HF ratios and issue 18's goals, met or not.
 
     python benchmarks/train_throughput.py [--steps 6] [--threads 2] [--compile auto|true|false]
+                                          [--run-minutes 60]
 
-Ours is what `llamafoundry train` runs without flags: parallel.compile "auto" by default (eager on CPU).
+Ours is what `llamafoundry train` runs without flags for a run of `--run-minutes`: parallel.compile "auto",
+which on CPU compiles runs of parallel.COMPILE_AFTER_S (20 minutes) or more, so by default a compiled step
+(the compilation is in the warm-up steps, not timed).
 
 The two trainers take turns step by step (see time_steps): this machine's speed drifts by tens of percent.
 """
@@ -23,7 +26,7 @@ from llamafoundry.config import ModelConfig, flops_per_token
 from llamafoundry.model import Transformer
 from llamafoundry.train.metrics import measure_matmul_flops
 from llamafoundry.train.optim import OptimConfig, build_optimizer, clip_grad_norm
-from llamafoundry.train.parallel import Layout, training_loss
+from llamafoundry.train.parallel import Layout, compile_enabled, training_loss
 from llamafoundry.train.recipe import ParallelSection
 from llamafoundry.train.trainer import autocast
 
@@ -88,13 +91,21 @@ def main() -> None:
         choices=ParallelSection.choices["compile"],
         help=f"our trainer's parallel.compile (default: {ParallelSection.compile}, as `llamafoundry train`)",
     )
+    parser.add_argument(
+        "--run-minutes",
+        type=float,
+        default=60.0,
+        help="the eager length of the run whose defaults are measured (parallel.compile auto decides by it)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     fpt = flops_per_token(SHAPE, SEQ)
     tokens = BATCH * SEQ
+    compiled = compile_enabled(args.compile, torch.device("cpu"), args.run_minutes * 60)
     print(
         f"shape: dim {SHAPE.dim}, {SHAPE.n_layers} layers, {SHAPE.n_heads} heads, vocab {SHAPE.vocab_size}, "
-        f"batch {BATCH} x {SEQ}; {args.threads} threads; {fpt / 1e6:.0f} MFLOP/token"
+        f"batch {BATCH} x {SEQ}; {args.threads} threads; {fpt / 1e6:.0f} MFLOP/token; ours "
+        f"{'compiled' if compiled else 'eager'} (parallel.compile {args.compile}, a {args.run_minutes:g}-minute run)"
     )
     print(
         f"{'precision':<10} {'peak GFLOP/s':>12} {'HF tok/s':>9} {'HF MFU':>7} {'ours tok/s':>10} {'ours MFU':>8} "
@@ -104,7 +115,10 @@ def main() -> None:
         peak = measure_matmul_flops(precision)
         torch.manual_seed(0)
         ours_loss = training_loss(
-            ParallelSection(compile=args.compile), Layout(0, 1, 1, None), torch.device("cpu")
+            ParallelSection(compile=args.compile),
+            Layout(0, 1, 1, None),
+            torch.device("cpu"),
+            eager_seconds=args.run_minutes * 60,
         )
         hf, ours = time_steps(
             [(hf_model(), hf_loss), (Transformer(SHAPE).train(), ours_loss)], precision, args.steps

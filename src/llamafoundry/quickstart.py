@@ -368,7 +368,11 @@ def calibrate(recipe, scratch: Path) -> float:
 
     train = dataclasses.replace(recipe.train, steps=10_000, tokens=0, max_minutes=0.0, warmup_steps=-1)
     output = dataclasses.replace(recipe.output, dir=str(scratch))
-    probe = dataclasses.replace(recipe, train=train, output=output)
+    # Eager steps: compiling each candidate would cost a minute. The 10,000 steps are only a horizon for
+    # the schedule; a budget of parallel.COMPILE_AFTER_S or more then compiles the chosen model's run,
+    # which trains faster than calibrated (its own calibration sets its steps).
+    parallel = dataclasses.replace(recipe.parallel, compile="false")
+    probe = dataclasses.replace(recipe, train=train, output=output, parallel=parallel)
     runtime = init_runtime()
     try:
         trainer = Trainer(probe, runtime=runtime)

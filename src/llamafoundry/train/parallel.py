@@ -186,19 +186,34 @@ def apply_activation_checkpointing(model: Transformer, mode: str) -> None:
         model.layers[i] = checkpoint_wrapper(block, **kwargs)
 
 
-def compile_enabled(mode: str, device: torch.device) -> bool:
-    """'auto' compiles on CUDA; 'true'/'false' force it (on CPU the first step then compiles for a minute)."""
-    return mode == "true" or (mode == "auto" and device.type == "cuda")
+# parallel.compile "auto" on CPU: the eager run time from which compiling the step pays for itself.
+# Measured here (2 cores, fp32 unless said, `benchmarks/train_throughput.py` and one-process A/B runs):
+# compiling took 28 s (dim 256, 4 layers) to 83 s (llama-15m's shape) cold, and made steps 1.03x to
+# 1.24x faster (the benchmark's dim-512 shape: 1.38x in bf16); a 20-minute run repays even the slowest.
+COMPILE_AFTER_S = 20 * 60
 
 
-def training_loss(pcfg: ParallelSection, layout: Layout, device: torch.device) -> Callable:
-    """`lm_loss`, compiled as one graph when the model is not sharded.
+def compile_enabled(mode: str, device: torch.device, eager_seconds: float | None = None) -> bool:
+    """'true'/'false' force it; 'auto' compiles on CUDA, and on CPU when the run's steps would take
+    `eager_seconds` >= COMPILE_AFTER_S eager (None: not known, so eager)."""
+    if mode != "auto":
+        return mode == "true"
+    return device.type == "cuda" or (eager_seconds is not None and eager_seconds >= COMPILE_AFTER_S)
+
+
+def training_loss(
+    pcfg: ParallelSection, layout: Layout, device: torch.device, eager_seconds: float | None = None
+) -> Callable:
+    """`lm_loss`, compiled as one graph when the model is not sharded and `compile_enabled` says so.
 
     One graph lets inductor fuse the cross-entropy's element-wise passes over the [tokens x vocab]
-    logits with the output layer: on CPU those passes cost as much as the output matmul itself.
-    Sharded models are compiled per block instead (see build_parallel_model).
+    logits with the output layer (on CPU those passes cost as much as the output matmul itself): the
+    compiled loss beat the eager chunked `linear_cross_entropy`, and so did it the model compiled
+    without its loss (fp32 1.44x HF against 1.19x eager and 1.26x; bf16 1.38x against 0.99x and 1.11x,
+    one interleaved run of the benchmark's shape). Sharded models are compiled per block instead (see
+    build_parallel_model).
     """
-    if layout.mesh is None and compile_enabled(pcfg.compile, device):
+    if layout.mesh is None and compile_enabled(pcfg.compile, device, eager_seconds):
         return torch.compile(lm_loss)
     return lm_loss
 

@@ -200,7 +200,7 @@ class ParallelSection(_Section):
     dp_shard: int = -1  # FSDP2 data-parallel degree; -1: every rank not used by tp
     tp: int = 1  # tensor (+ sequence) parallel degree
     activation_checkpoint: str = "none"  # none | full | selective
-    compile: str = "auto"  # auto (on for CUDA) | true | false
+    compile: str = "auto"  # auto (CUDA; CPU runs of 20+ min eager, one process) | true | false
     sdpa_backend: str = "auto"  # auto | flash | efficient | math
 
     def _problem(self) -> str | None:

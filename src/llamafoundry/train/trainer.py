@@ -34,7 +34,7 @@ from llamafoundry.train import checkpointing, parallel
 from llamafoundry.train.benchmarks import CURVE, BenchmarkHook, benchmark_keys
 from llamafoundry.train.distributed import Runtime, init_runtime, on_rank0, shutdown
 from llamafoundry.train.init import load_init_state
-from llamafoundry.train.loss import loss_weights
+from llamafoundry.train.loss import lm_loss, loss_weights
 from llamafoundry.train.metrics import (
     MetricsLogger,
     device_power_w,
@@ -233,9 +233,17 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, self.optim_cfg)
         self.loader = self._loader("train")
         self.loss_fn = parallel.training_loss(recipe.parallel, self.layout, self.rt.device)
+        # Validation keeps this loss: a training step compiled later (`_compile_if_worth`) would compile
+        # its no-grad graph again for the few batches a validation takes.
+        self.val_loss_fn = self.loss_fn
+        # Whether parallel.compile "auto" waits to know the run's length (one process on CPU).
+        self.compile_pending = (
+            recipe.parallel.compile == "auto" and self.layout.mesh is None and self.loss_fn is lm_loss
+        )
         # The newest checkpoint of this run, as (step, folder), once there is one.
         self.checkpoint: tuple[int, Path] | None = None
         self.progress, self.total_steps = self._starting_point(init_state)
+        self.first_step = self.progress.step  # of this process: a resumed run starts where it stopped
         self.schedule = Schedule(self.optim_cfg, self.total_steps)
         # The denominators of MFU and energy.
         self.flops_per_token = flops_per_token(self.model_cfg, recipe.data.seq_len)
@@ -261,7 +269,23 @@ class Trainer:
             return train.steps
         if train.tokens:
             return max(1, math.ceil(train.tokens / self.tokens_per_step))
+        self._compile_if_worth(train.max_minutes * 60)  # before the calibration times the steps
         return self._calibrate_steps()
+
+    def _compile_if_worth(self, eager_seconds: float) -> None:
+        """parallel.compile "auto" on CPU: compile the training step once the run's eager time is known
+        to be long enough to repay it (see parallel.COMPILE_AFTER_S)."""
+        if not self.compile_pending:
+            return
+        self.compile_pending = False
+        if not parallel.compile_enabled(self.recipe.parallel.compile, self.rt.device, eager_seconds):
+            return
+        self.loss_fn = torch.compile(lm_loss)
+        if self.rt.is_main:
+            tqdm.write(
+                f"compiling the training step (about {eager_seconds / 60:.0f} min of eager steps to run; "
+                "the first compiled step takes a minute or two; parallel.compile false keeps it eager)"
+            )
 
     def _loader(self, split: str) -> Loader:
         accum = self.accum if split == "train" else 1
@@ -324,6 +348,8 @@ class Trainer:
             raise UserError(
                 f"the loss became {train_loss} at step {p.step}; lower train.lr or check the data"
             )
+        if self.compile_pending and p.step >= self.first_step + 2:  # the first pays one-off allocations
+            self._compile_if_worth(seconds * (self.total_steps - p.step))
         tokens_per_s = self.tokens_per_step / seconds
         return {
             "kind": "train",
@@ -506,7 +532,7 @@ class Trainer:
         for micro, weight in zip(batch.to(self.rt.device, non_blocking=True), weights, strict=True):
             attention = parallel.attention_backend(self.recipe.parallel.sdpa_backend, self.rt.device)
             with autocast(self.rt.device, self.precision), attention:
-                loss = self.loss_fn(self.model, micro)
+                loss = (self.loss_fn if backward else self.val_loss_fn)(self.model, micro)
             if backward:
                 (loss * weight).backward()
             total += loss.detach() * weight
