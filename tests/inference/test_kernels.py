@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llamafoundry.inference.kernels import decode_attention, decode_matmul
+from llamafoundry.inference.kernels import decode_attention, decode_matmul, int8_matvec
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])
@@ -25,3 +25,15 @@ def test_compiled_decode_matmul_equals_linear():
     x, weight = torch.randn(1, 1, 64), torch.randn(96, 64)
     compiled = torch.compile(decode_matmul, fullgraph=True)(x, weight)
     torch.testing.assert_close(compiled, F.linear(x, weight), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_int8_matvec_reads_every_byte_with_its_sign(compiled):
+    torch.manual_seed(0)
+    weight = torch.randint(-128, 128, (24, 64), dtype=torch.int8)
+    weight[0, :4] = torch.tensor([-128, 127, -1, 0], dtype=torch.int8)  # the extremes of each byte lane
+    x = torch.randn(1, 1, 64)
+    matvec = torch.compile(int8_matvec, fullgraph=True) if compiled else int8_matvec
+    out = matvec(x, weight)
+    assert out.shape == (1, 1, 24)
+    torch.testing.assert_close(out, F.linear(x, weight.float()), atol=1e-4, rtol=1e-5)
