@@ -29,8 +29,9 @@ DECODE_ROWS = 1  # up to this many rows (tokens), the fused matrix-vector produc
 INT8_WORD_LOADS = torch.backends.cpu.get_cpu_capability() == "AVX2"
 # `torch._int_mm` runs oneDNN's int8 GEMM where the CPU has VNNI; elsewhere a reference loop, 2x slower
 # than dequantizing to a float GEMM (8 rows x 4096 x 1024: 18.6 ms against 9.5 ms; batch-8 int8 decoding
-# 41.2 tok/s against 54.4, decode_throughput on a 2-core AVX2 EPYC).
-INT8_GEMM = torch.cpu._is_vnni_supported()
+# 41.2 tok/s against 54.4, decode_throughput on a 2-core AVX2 EPYC). The check is private and has been
+# renamed across releases; where it is missing, the int8 GEMM stays on as before.
+INT8_GEMM = getattr(torch.cpu, "_is_vnni_supported", lambda: True)()
 
 
 def decode_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
