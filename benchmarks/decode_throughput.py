@@ -4,8 +4,8 @@
     python benchmarks/decode_throughput.py --quick    # a short smoke run
 
 One random model (decoding speed does not depend on the weights' values) is run greedily by each engine:
-prompt of `--prompt` tokens, then `--new-tokens` tokens, at batch 1 and batch 8, float32 and int8.
-Ours runs with the defaults a user gets without flags: `serve`'s (`Generator.for_serving`: compiled at
+prompt of `--prompt` tokens, then `--new-tokens` tokens, at batch 1 and batch 8, float32, int8 and int4
+(ours in groups of 32, as llama.cpp's Q4_0). Ours runs with the defaults a user gets without flags: `serve`'s (`Generator.for_serving`: compiled at
 start, max-autotune for float weights, a 16-bit KV cache), and, at batch 1, the eager decoding that a
 one-off `generate` completion gets before compiling pays for itself (`compile="auto"`). Each engine's
 compile time (inductor's cache cold: a fresh cache folder per run) and the memory it added are printed
@@ -13,7 +13,8 @@ beside its speed. Prefill tokens/s is the prompt tokens over the time to the fir
 tokens/s is the tokens generated after that over the time they took. Decoding one token reads every
 weight once, so its ceiling is memory bandwidth / weight bytes (the roofline), with the bandwidth
 measured here. llama.cpp (through llama-cpp-python, `pip install 'llamafoundry[bench]'`) runs our own
-GGUF export, F32 and Q8_0, as a column when installed. The engines take turns round by round. Other
+GGUF export, F32, Q8_0 and Q4_0, as a column when installed (without its extra buffer types where
+they crash: `llama_cpp_extra_buffers_run`). The engines take turns round by round. Other
 processes on the machine distort every number: run it on an idle machine (it prints the load average).
 Last, greedy tokens under the defaults are compared with exact float32 decoding for the new tokens.
 """
@@ -25,6 +26,8 @@ import copy
 import ctypes
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -104,13 +107,17 @@ def run_hf(hf, prompts: list[list[int]], new_tokens: int) -> tuple[float, float]
 class LlamaCpp:
     """llama.cpp through llama-cpp-python's C API: `batch` sequences decoded together, greedy."""
 
-    def __init__(self, path: Path, batch: int, context: int, threads: int) -> None:
+    def __init__(
+        self, path: Path, batch: int, context: int, threads: int, extra_buffers: bool = True
+    ) -> None:
         import llama_cpp as ll
 
         self.ll = ll
         self._quiet = ll.llama_log_callback(lambda *args: None)  # kept referenced: llama.cpp calls it later
         ll.llama_log_set(self._quiet, ctypes.c_void_p(0))
         params = ll.llama_model_default_params()
+        # Extra buffer types hold weights repacked for llama.cpp's fastest kernels (AMX, interleaved Q4_0).
+        params.use_extra_bufts = extra_buffers
         self.model = ll.llama_model_load_from_file(str(path).encode(), params)
         ctx = ll.llama_context_default_params()
         ctx.n_ctx, ctx.n_seq_max, ctx.n_batch, ctx.n_ubatch = batch * context, batch, 512, 512
@@ -160,6 +167,19 @@ class LlamaCpp:
         return first - start, time.perf_counter() - first
 
 
+def llama_cpp_extra_buffers_run(path: Path) -> bool:
+    """Whether llama.cpp decodes `path` with its extra buffer types (AMX, repacked weights) without
+    crashing; it is tried in a child process because a crash there is a segmentation fault.
+
+    On a 2-core Sapphire Rapids VM (AMX granted by the kernel) llama-cpp-python 0.3.36's AMX matmul
+    (`ggml_backend_amx_mul_mat`) segfaulted on the first Q8_0 and Q4_0 decode.
+    """
+    child = subprocess.run(
+        [sys.executable, __file__, "--try-llama-cpp", str(path)], capture_output=True, timeout=600
+    )
+    return child.returncode == 0
+
+
 def rates(name: str, precision: str, batch: int, prompt: int, new: int, times: tuple[float, float]) -> Result:
     return Result(name, precision, batch, batch * prompt / times[0], batch * (new - 1) / times[1])
 
@@ -183,7 +203,11 @@ def main() -> None:
     parser.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate")
     parser.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp even if installed")
     parser.add_argument("--quick", action="store_true", help="prompt 64, 32 new tokens (a smoke run)")
+    parser.add_argument("--try-llama-cpp", type=Path, help=argparse.SUPPRESS)  # llama_cpp_extra_buffers_run
     args = parser.parse_args()
+    if args.try_llama_cpp:
+        LlamaCpp(args.try_llama_cpp, 1, 64, 1).run([[3, 4, 5, 6]], 4)
+        return
     if args.quick:
         args.prompt, args.new_tokens = 64, 32
     torch.set_num_threads(args.threads)
@@ -256,7 +280,7 @@ def runners_ours(
     for name, precision, make, batches in (
         (SERVE, "fp32", lambda: Generator.for_serving(model), list(prompts)),
         (SERVE, "int8", lambda: Generator.for_serving(int8), list(prompts)),
-        (SERVE, "int4", lambda: Generator.for_serving(int4), one),  # batch 1: int4 is slow batched
+        (SERVE, "int4", lambda: Generator.for_serving(int4), list(prompts)),
         (EAGER, "fp32", lambda: Generator(model, compile=False), one),
     ):
         rss, start = _rss(), time.perf_counter()
@@ -304,10 +328,14 @@ def runners_llama_cpp(
     runners = []
     for precision, kind in (("fp32", "f32"), ("int8", "q8_0"), ("int4", "q4_0")):
         path = export(tmp / f"model-{kind}.gguf", model, tokenizer, "gguf", dtype=kind)
+        extra_buffers = llama_cpp_extra_buffers_run(path)
+        if not extra_buffers:
+            print(
+                f"llama.cpp {kind}: its extra buffer types (AMX, repacked weights) crash on this machine; "
+                "it runs without them"
+            )
         for b, batch in prompts.items():
-            if kind == "q4_0" and b != min(prompts):
-                continue  # as ours: int4 at batch 1
-            engine = LlamaCpp(path, b, context, args.threads)
+            engine = LlamaCpp(path, b, context, args.threads, extra_buffers)
             engine.run(batch, 4)  # warm up
             engines.append(engine)
             runners.append((("llama.cpp", precision, b), partial(engine.run, batch, args.new_tokens)))
@@ -356,6 +384,7 @@ TARGETS = [
     ("batch-8 int8 decode >= 1.0x llama.cpp Q8_0", SERVE, "int8", 8, "llama.cpp", "int8", 1.0, "decode"),
     ("batch-8 int8 decode >= 1.0x our fp32", SERVE, "int8", 8, SERVE, "fp32", 1.0, "decode"),
     ("batch-1 int4 decode >= 1.0x llama.cpp Q4_0", SERVE, "int4", 1, "llama.cpp", "int4", 1.0, "decode"),
+    ("batch-8 int4 decode >= 1.0x llama.cpp Q4_0", SERVE, "int4", 8, "llama.cpp", "int4", 1.0, "decode"),
     ("batch-1 fp32 prefill >= 1.0x llama.cpp F32", SERVE, "fp32", 1, "llama.cpp", "fp32", 1.0, "prefill"),
 ]
 
