@@ -3,7 +3,8 @@
 Decoding one token reads every weight once and does two FLOPs with it, so its speed is memory bandwidth
 over weight bytes: 8-bit weights read a quarter of float32's bytes, 4-bit an eighth. Activations stay
 in floating point, except in compiled int8 steps of several rows (batched decoding), which round them
-to int8 per row for an int8 GEMM (`kernels.int8_matmul`, as llama.cpp's Q8_0 does). As in gpt-fast,
+to int8 per row for an int8 GEMM (`kernels.int8_matmul`, as llama.cpp's Q8_0 does), and in int4
+products of a few rows on x86 CPUs, which run in bfloat16 (`kernels.int4_matmul`). As in gpt-fast,
 quantization is a transform of the model's linear layers (and of its state dict, which we save as a
 model folder); the embedding stays as it is (a lookup reads one row).
 
@@ -25,9 +26,13 @@ from torch import nn
 from llamafoundry.errors import UserError
 from llamafoundry.inference.kernels import (
     DECODE_ROWS,
+    INT4_KERNEL,
+    INT4_KERNEL_ROWS,
     INT8_GEMM,
     INT8_WORD_LOADS,
     decode_matmul,
+    int4_matmul,
+    int4_pack,
     int8_matmul,
     int8_matvec,
 )
@@ -102,7 +107,9 @@ class Int4Linear(nn.Module):
     """A bias-free linear layer with 4-bit weights in groups of `group_size` inputs.
 
     `weight` is uint8 [out, in/2], two values per byte (the even input in the low nibble); `scales`
-    and `zeros` are [out, in/group_size].
+    and `zeros` are [out, in/group_size]. On a CPU with PyTorch's int4 kernel (`kernels.INT4_KERNEL`)
+    the layer also holds the weight in that kernel's layout (`packed`, built on load, never saved: as
+    many bytes again as `weight`), through which products of up to `INT4_KERNEL_ROWS` rows run.
     """
 
     def __init__(
@@ -121,6 +128,19 @@ class Int4Linear(nn.Module):
         )
         self.register_buffer("scales", torch.ones(out_features, groups, dtype=dtype, device=device))
         self.register_buffer("zeros", torch.zeros(out_features, groups, dtype=dtype, device=device))
+        self.register_buffer("packed", None, persistent=False)
+        self.register_buffer("scales_and_zeros", None, persistent=False)
+
+    def _pack(self) -> None:
+        """`packed` and `scales_and_zeros` for the int4 kernel, where it runs (float32-exact elsewhere)."""
+        if INT4_KERNEL and self.weight.device.type == "cpu" and self.out_features % 16 == 0:
+            self.packed = int4_pack(self.unpacked())
+            pairs = torch.stack((self.scales, self.zeros), dim=-1)  # [out, groups, 2]
+            self.scales_and_zeros = pairs.transpose(0, 1).contiguous().to(torch.bfloat16)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._pack()
 
     @staticmethod
     def supports(out_features: int, in_features: int, group_size: int) -> bool:
@@ -145,6 +165,7 @@ class Int4Linear(nn.Module):
         layer.weight = q[:, 0::2] | (q[:, 1::2] << 4)
         # q = 8 decodes to the zero: the group's midpoint under round-to-nearest
         layer.scales, layer.zeros = scales.to(dtype), (low + 8 * scales).to(dtype)
+        layer._pack()
         return layer
 
     def unpacked(self) -> torch.Tensor:
@@ -158,6 +179,9 @@ class Int4Linear(nn.Module):
         return w.reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]
+        if self.packed is not None and x.device.type == "cpu" and rows <= INT4_KERNEL_ROWS:
+            return int4_matmul(x, self.packed, self.group_size, self.scales_and_zeros)
         return decode_matmul(x, self.dequantize(x.dtype))
 
 
@@ -332,10 +356,11 @@ def layer_kinds(model: nn.Module) -> dict[str, str]:
 
 
 def weight_bytes(model: nn.Module) -> int:
-    """Bytes of weights one decode step reads: every parameter and buffer except the embedding table
+    """Bytes of weights one decode step reads: every stored tensor (the state dict; an int4 layer's
+    kernel layout is the same bytes again, read instead of its `weight`) except the embedding table
     (one row of it is read), the rotary tables and the KV cache."""
     total = 0
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+    for name, t in model.state_dict().items():
         if not name.startswith(("tok_embeddings.", "rope_")) and ".cache." not in name:
             total += t.numel() * t.element_size()
     return total
