@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llamafoundry.inference.kernels import decode_attention, decode_matmul, int8_matvec
+from llamafoundry.inference.kernels import decode_attention, decode_matmul, int8_bf16_matmul
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])
@@ -28,12 +28,16 @@ def test_compiled_decode_matmul_equals_linear():
 
 
 @pytest.mark.parametrize("compiled", [False, True])
-def test_int8_matvec_reads_every_byte_with_its_sign(compiled):
+def test_int8_bf16_kernel_is_the_scaled_product_to_bfloat16(compiled):
     torch.manual_seed(0)
     weight = torch.randint(-128, 128, (24, 64), dtype=torch.int8)
-    weight[0, :4] = torch.tensor([-128, 127, -1, 0], dtype=torch.int8)  # the extremes of each byte lane
-    x = torch.randn(1, 1, 64)
-    matvec = torch.compile(int8_matvec, fullgraph=True) if compiled else int8_matvec
-    out = matvec(x, weight)
-    assert out.shape == (1, 1, 24)
-    torch.testing.assert_close(out, F.linear(x, weight.float()), atol=1e-4, rtol=1e-5)
+    weight[0, :4] = torch.tensor([-128, 127, -1, 0], dtype=torch.int8)  # the extremes of a byte
+    x, scales = torch.randn(1, 1, 64), torch.rand(24) + 0.5
+    matmul = torch.compile(int8_bf16_matmul, fullgraph=True) if compiled else int8_bf16_matmul
+    out = matmul(x, weight, scales)
+    assert out.shape == (1, 1, 24) and out.dtype == torch.float32
+    exact = F.linear(x, weight.float() * scales[:, None])
+    rounded = F.linear(x.bfloat16().float(), weight.float() * scales.bfloat16().float()[:, None])
+    # Its error is the bfloat16 rounding of x, the scales and the output, no more.
+    torch.testing.assert_close(out, rounded, atol=0, rtol=2**-8)
+    assert (out - exact).norm() / exact.norm() < 1e-2

@@ -3,8 +3,10 @@
 Decoding one token reads every weight once and does two FLOPs with it, so its speed is memory bandwidth
 over weight bytes: 8-bit weights read a quarter of float32's bytes, 4-bit an eighth. Activations stay
 in floating point, except in compiled int8 steps of several rows (batched decoding), which round them
-to int8 per row for an int8 GEMM (`kernels.int8_matmul`, as llama.cpp's Q8_0 does), and in int4
-products of a few rows on x86 CPUs, which run in bfloat16 (`kernels.int4_matmul`). As in gpt-fast,
+to int8 per row for an int8 GEMM (`kernels.int8_matmul`, as llama.cpp's Q8_0 does), and in products
+that PyTorch's weight-only CPU kernels run in bfloat16: int4 products of a few rows on x86 CPUs
+(`kernels.int4_matmul`), compiled one-row int8 steps where AVX2 is the widest vector set
+(`kernels.int8_bf16_matmul`). As in gpt-fast,
 quantization is a transform of the model's linear layers (and of its state dict, which we save as a
 model folder); the embedding stays as it is (a lookup reads one row).
 
@@ -28,13 +30,13 @@ from llamafoundry.inference.kernels import (
     DECODE_ROWS,
     INT4_KERNEL,
     INT4_KERNEL_ROWS,
+    INT8_BF16_KERNEL,
     INT8_GEMM,
-    INT8_WORD_LOADS,
     decode_matmul,
     int4_matmul,
     int4_pack,
+    int8_bf16_matmul,
     int8_matmul,
-    int8_matvec,
 )
 from llamafoundry.model import Transformer
 
@@ -97,9 +99,9 @@ class Int8Linear(nn.Module):
         compiling, rows = torch.compiler.is_compiling(), x.numel() // x.shape[-1]
         if compiling and rows > DECODE_ROWS and INT8_GEMM:
             return int8_matmul(x, self.weight, self.scales)
+        if compiling and rows <= DECODE_ROWS and INT8_BF16_KERNEL:
+            return int8_bf16_matmul(x, self.weight, self.scales)
         # The per-row scale commutes with the sum over inputs: apply it once per output.
-        if compiling and rows <= DECODE_ROWS and INT8_WORD_LOADS and self.in_features % 4 == 0:
-            return int8_matvec(x, self.weight) * self.scales.to(x.dtype)
         return decode_matmul(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
 
 
