@@ -132,6 +132,7 @@ class Int4Linear(nn.Module):
         self.register_buffer("zeros", torch.zeros(out_features, groups, dtype=dtype, device=device))
         self.register_buffer("packed", None, persistent=False)
         self.register_buffer("scales_and_zeros", None, persistent=False)
+        self.register_load_state_dict_post_hook(Int4Linear._repack)
 
     def _pack(self) -> None:
         """`packed` and `scales_and_zeros` for the int4 kernel, where it runs (float32-exact elsewhere)."""
@@ -140,9 +141,9 @@ class Int4Linear(nn.Module):
             pairs = torch.stack((self.scales, self.zeros), dim=-1)  # [out, groups, 2]
             self.scales_and_zeros = pairs.transpose(0, 1).contiguous().to(torch.bfloat16)
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        self._pack()
+    @staticmethod
+    def _repack(layer: Int4Linear, incompatible_keys: object) -> None:
+        layer._pack()  # the loaded weight, in the kernel's layout
 
     @staticmethod
     def supports(out_features: int, in_features: int, group_size: int) -> bool:
