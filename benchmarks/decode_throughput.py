@@ -5,18 +5,19 @@
 
 One random model (decoding speed does not depend on the weights' values) is run greedily by each engine:
 prompt of `--prompt` tokens, then `--new-tokens` tokens, at batch 1 and batch 8, float32, int8 and int4
-(ours in groups of 32, as llama.cpp's Q4_0). Ours runs with the defaults a user gets without flags: `serve`'s (`Generator.for_serving`: compiled at
-start, max-autotune for float weights, a 16-bit KV cache), and, at batch 1, the eager decoding that a
-one-off `generate` completion gets before compiling pays for itself (`compile="auto"`). Each engine's
-compile time (inductor's cache cold: a fresh cache folder per run) and the memory it added are printed
-beside its speed. Prefill tokens/s is the prompt tokens over the time to the first new token; decode
-tokens/s is the tokens generated after that over the time they took. Decoding one token reads every
-weight once, so its ceiling is memory bandwidth / weight bytes (the roofline), with the bandwidth
-measured here. llama.cpp (through llama-cpp-python, `pip install 'llamafoundry[bench]'`) runs our own
-GGUF export, F32, Q8_0 and Q4_0, as a column when installed (without its extra buffer types where
-they crash: `llama_cpp_extra_buffers_run`). The engines take turns round by round. Other
-processes on the machine distort every number: run it on an idle machine (it prints the load average).
-Last, greedy tokens under the defaults are compared with exact float32 decoding for the new tokens.
+(ours in groups of 32, as llama.cpp's Q4_0). Ours runs with the defaults a user gets without flags:
+`serve`'s (`Generator.for_serving`: compiled at start, max-autotune for float weights, a 16-bit KV
+cache), and, at batch 1, the eager decoding that a one-off `generate` completion gets before compiling
+pays for itself (`compile="auto"`). Each engine's compile time (inductor's cache cold: a fresh cache
+folder per run) and the memory it added are printed beside its speed. Prefill tokens/s is the prompt
+tokens over the time to the first new token; decode tokens/s is the tokens generated after that over
+the time they took. Decoding one token reads every weight once, so its ceiling is memory bandwidth /
+weight bytes (the roofline), with the bandwidth measured here. llama.cpp (through llama-cpp-python,
+`pip install 'llamafoundry[bench]'`) runs our own GGUF export, F32, Q8_0 and Q4_0, as a column when
+installed (without its extra buffer types where they crash: `llama_cpp_extra_buffers_run`). The
+engines take turns round by round. Other processes on the machine distort every number: run it on an
+idle machine (it prints the load average). Last, greedy tokens under the defaults are compared with
+exact float32 decoding for the new tokens.
 """
 
 from __future__ import annotations

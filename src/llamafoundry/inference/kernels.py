@@ -79,7 +79,7 @@ def int8_bf16_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor
     Where AVX2 is the widest vector set, inductor's fused reduction loads the int8 weight through a
     scalar copy per vector (no masked loads), and batch-1 int8 decoding ran at 0.26x our float32
     (18.8 tok/s against 73.5 on a 2-core AVX2 EPYC); in bfloat16 this kernel widens the bytes in
-    registers: batch-1 int8 decoding at 306 tok/s against 85 for int32-word reads of the weight (the
+    registers: batch-1 int8 decoding at 285 tok/s against 85 for int32-word reads of the weight (the
     previous way; dim 512, 8 layers, a Sapphire Rapids held to AVX2 by ATEN_CPU_CAPABILITY=avx2).
     Rounding x and the output to bfloat16 moves the product by about 0.3%.
     """

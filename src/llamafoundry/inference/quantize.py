@@ -6,9 +6,9 @@ in floating point, except in compiled int8 steps of several rows (batched decodi
 to int8 per row for an int8 GEMM (`kernels.int8_matmul`, as llama.cpp's Q8_0 does), and in products
 that PyTorch's weight-only CPU kernels run in bfloat16: int4 products of a few rows on x86 CPUs
 (`kernels.int4_matmul`), compiled one-row int8 steps where AVX2 is the widest vector set
-(`kernels.int8_bf16_matmul`). As in gpt-fast,
-quantization is a transform of the model's linear layers (and of its state dict, which we save as a
-model folder); the embedding stays as it is (a lookup reads one row).
+(`kernels.int8_bf16_matmul`). As in gpt-fast, quantization is a transform of the model's linear
+layers (and of its state dict, which we save as a model folder); the embedding stays as it is (a
+lookup reads one row).
 
 - int8: w ~= q * s, q in [-127, 127], one scale per output row.
 - int4: w ~= (q - 8) * s + z, q in [0, 15], a scale and zero per `group_size` inputs of each row (the
@@ -136,6 +136,7 @@ class Int4Linear(nn.Module):
 
     def _pack(self) -> None:
         """`packed` and `scales_and_zeros` for the int4 kernel, where it runs (float32-exact elsewhere)."""
+        # The kernel takes outputs in blocks of 16 (up to 64, AVX-512's width).
         if INT4_KERNEL and self.weight.device.type == "cpu" and self.out_features % 16 == 0:
             self.packed = int4_pack(self.unpacked())
             pairs = torch.stack((self.scales, self.zeros), dim=-1)  # [out, groups, 2]
