@@ -10,10 +10,12 @@ a tiny model trains fastest on one, and OpenMP threads started before a fork han
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 _CONTEXT = multiprocessing.get_context("forkserver")
@@ -25,6 +27,14 @@ def start(args: list[str], log: Path) -> multiprocessing.Process:
     process = _CONTEXT.Process(target=_run, args=([str(a) for a in args], str(log)), daemon=True)
     process.start()
     return process
+
+
+def stacks(process: multiprocessing.Process, log: Path) -> str:
+    """The end of a live run's log after its Python stack is written there: for a test's failure message."""
+    if process.is_alive():
+        os.kill(process.pid, signal.SIGUSR1)
+        time.sleep(0.5)
+    return log.read_text()[-4000:] if log.exists() else "(no log)"
 
 
 def _run(argv: list[str], log: str) -> None:
@@ -39,4 +49,5 @@ def _run(argv: list[str], log: str) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.rename(f"{log}.part", log)
+    faulthandler.register(signal.SIGUSR1)  # `stacks`: where a run that seems stuck is
     sys.exit(main(argv))

@@ -1,6 +1,8 @@
 """Imported once, by the fork server of tests/reliability/forked_cli.py: what `llamafoundry train` imports,
 and the CPU's fp32 peak, which train/metrics.py measures once per process (1 s on one thread)."""
 
+import threading
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -16,4 +18,7 @@ from llamafoundry.train.metrics import peak_flops
 torch.set_num_threads(1)  # one thread before the fork: OpenMP threads would hang the children
 build_parser()  # imports every command's module
 peak_flops(torch.device("cpu"), torch.float32)
-tqdm.get_lock()  # made once here: each child would register a semaphore that SIGKILL leaks
+# A lock of each child's own, not tqdm's default process-shared semaphore: a child SIGKILLed while it
+# redraws its bar would hold that for good, and every later child would hang on its first bar. (Made
+# here, not in each child, which would register a semaphore that SIGKILL leaks.)
+tqdm.set_lock(threading.RLock())

@@ -155,16 +155,16 @@ def _stop_once(args: list[str], log: Path, out: Path, point: Point) -> tuple[str
 def _deliver(child, point: Point, log: Path, out: Path, stale: int | None, first: int) -> str:
     rng = random.Random(point.target)
     if point.mode == "start":
-        _wait(child, log.exists, f"{point}: the CLI did not start")
+        _wait(child, log, log.exists, f"{point}: the CLI did not start")
         time.sleep(rng.uniform(0.02, 0.3))
         os.kill(child.pid, point.signum)
         return "start"
-    _wait(child, lambda: _own_last_step(out, stale) >= first, f"{point}: step {first} never logged")
+    _wait(child, log, lambda: _own_last_step(out, stale) >= first, f"{point}: step {first} never logged")
     if point.mode == "step":
         time.sleep(rng.uniform(0, 0.06))
     while True:
         if point.mode == "write":
-            _wait(child, lambda: _writing(out), f"{point}: no checkpoint write came")
+            _wait(child, log, lambda: _writing(out), f"{point}: no checkpoint write came")
         os.kill(child.pid, signal.SIGSTOP)
         writing = _writing(out)
         if writing or point.mode == "step":
@@ -193,10 +193,11 @@ def _check_exit(point: Point, where: str, exitcode: int, log: Path, out: Path) -
         assert point.kind == "SIGINT" and lines[0] == "llamafoundry train: interrupted", text
 
 
-def _wait(child, condition, failure: str) -> None:
+def _wait(child, log: Path, condition, failure: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while not condition():
-        assert child.is_alive() and time.monotonic() < deadline, failure
+        if not child.is_alive() or time.monotonic() > deadline:
+            pytest.fail(f"{failure}; the run's log ends:\n{forked_cli.stacks(child, log)}")
         time.sleep(0.002)
 
 
