@@ -18,7 +18,7 @@ from llamafoundry.train.metrics import peak_flops
 torch.set_num_threads(1)  # one thread before the fork: OpenMP threads would hang the children
 build_parser()  # imports every command's module
 peak_flops(torch.device("cpu"), torch.float32)
-# A lock of each child's own, not tqdm's default process-shared semaphore: a child SIGKILLed while it
-# redraws its bar would hold that for good, and every later child would hang on its first bar. (Made
-# here, not in each child, which would register a semaphore that SIGKILL leaks.)
+# Set before the fork so that no child makes tqdm's default lock, a semaphore shared by every fork: a
+# child SIGKILLed while it redraws its bar would hold that for good, and every later child would hang on
+# its first bar. Each child's copy of this thread lock is its own (and registers nothing SIGKILL leaks).
 tqdm.set_lock(threading.RLock())
