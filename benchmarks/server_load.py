@@ -230,11 +230,16 @@ class Report:
         return self.rss[2] / self.rss[1] - 1
 
 
-def run(folder: Path, requests: int, concurrency: int) -> Report:
-    """Serve `folder`, send `requests` requests in two phases (a tenth, then the rest), measure."""
+def run(
+    folder: Path, requests: int, concurrency: int, max_batch: int = 8, compile_mode: str | None = None
+) -> Report:
+    """Serve `folder` (in serve's own compile mode unless `compile_mode`), send `requests` requests in
+    two phases (a tenth, then the rest), measure."""
     shots = plan(requests)
     warm = max(1, len(shots) // 10)
-    with serving(folder, "--max-batch", "8", "--max-tokens-limit", "64") as served:
+    options = ["--max-batch", str(max_batch), "--max-tokens-limit", "64"]
+    options += ["--compile-mode", compile_mode] if compile_mode else []
+    with serving(folder, *options) as served:
         start = rss(served.pid)
         outcomes = fire(served.url, shots[:warm], concurrency)
         warmed = rss(served.pid)
