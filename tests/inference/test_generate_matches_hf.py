@@ -10,6 +10,7 @@ import torch
 from torch._dynamo.utils import counters
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from llamafoundry.checkpoint import load_model
 from llamafoundry.checkpoint.hf import hf_config, to_hf
 from llamafoundry.inference.generate import Generator
 from llamafoundry.inference.sampling import SamplingParams
@@ -124,28 +125,31 @@ def test_16_bit_kv_cache_stays_close_to_float32(stories, dtype):
     assert exact.abs().max() > 5
 
 
-# max-autotune on CPU freezes the weights into the graph and picks inductor's C++ GEMM template.
-@pytest.mark.parametrize("mode", [None, "max-autotune"])
-def test_compiled_decode_step_equals_eager(stories, mode):
+@pytest.fixture(scope="module", params=[None, "max-autotune"])
+def compiled(request: pytest.FixtureRequest, stories_path) -> Generator:
+    """A compiled generator on stories260K with a float32 KV cache (compiled and eager arithmetic are
+    compared, not two roundings of the cache) and room for 3 rows, shared by the tests of one mode:
+    compiling a batch size takes 10-30 s on 2 cores, so each is compiled once. max-autotune on CPU
+    freezes the weights into the graph and picks inductor's C++ GEMM template."""
+    model, _, _ = load_model(stories_path)
+    generator = Generator(model, compile=True, compile_mode=request.param, kv_cache_dtype=torch.float32)
+    generator.reserve(3)  # before the first step: a frozen graph guards on the cache's identity
+    return generator
+
+
+def test_compiled_decode_step_equals_eager(stories, compiled):
     prompts, continuation = PROMPTS[:2], [[7, 8, 9, 10], [11, 12, 13, 14]]
-    exact = torch.float32  # compiled and eager arithmetic compared, not two roundings of the cache
-    eager = _cached_logits(Generator(stories, kv_cache_dtype=exact), prompts, continuation)
-    compiled_gen = Generator(stories, compile=True, compile_mode=mode, kv_cache_dtype=exact)
-    compiled = _cached_logits(compiled_gen, prompts, continuation)
-    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)
+    eager = Generator(stories, kv_cache_dtype=torch.float32)
+    expected = _cached_logits(eager, prompts, continuation)
+    torch.testing.assert_close(_cached_logits(compiled, prompts, continuation), expected, atol=1e-4, rtol=0)
     params = SamplingParams(max_new_tokens=30, ignore_eos=True)
-    assert (
-        compiled_gen.generate(prompts, params)[0].tokens
-        == Generator(stories, kv_cache_dtype=exact).generate(prompts, params)[0].tokens
-    )
+    assert compiled.generate(prompts, params)[0].tokens == eager.generate(prompts, params)[0].tokens
 
 
-@pytest.mark.parametrize("mode", [None, "max-autotune"])
-def test_each_batch_size_compiles_once(stories, mode):
+def test_each_batch_size_compiles_once(stories, compiled):
     """Going back to a batch size seen before reuses its compiled step (its KV cache keeps its identity,
     which a frozen graph guards on), and every batch decodes as eager decoding does."""
-    compiled, eager = Generator(stories, compile=True, compile_mode=mode), Generator(copy.deepcopy(stories))
-    compiled.reserve(3)
+    eager = Generator(stories, kv_cache_dtype=torch.float32)
     params = SamplingParams(max_new_tokens=6, ignore_eos=True)
 
     def decode(batches: tuple[int, ...]) -> None:
