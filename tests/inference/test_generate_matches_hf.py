@@ -129,8 +129,8 @@ def test_16_bit_kv_cache_stays_close_to_float32(stories, dtype):
 def compiled(request: pytest.FixtureRequest, stories_path) -> Generator:
     """A compiled generator on stories260K with a float32 KV cache (compiled and eager arithmetic are
     compared, not two roundings of the cache) and room for 3 rows, shared by the tests of one mode:
-    compiling a batch size takes 10-30 s on 2 cores, so each is compiled once. max-autotune on CPU
-    freezes the weights into the graph and picks inductor's C++ GEMM template."""
+    with a cold inductor cache one batch size took 20-60 s to compile on 2 cores, so each is compiled
+    once. max-autotune on CPU freezes the weights into the graph and picks inductor's C++ GEMM template."""
     model, _, _ = load_model(stories_path)
     generator = Generator(model, compile=True, compile_mode=request.param, kv_cache_dtype=torch.float32)
     generator.reserve(3)  # before the first step: a frozen graph guards on the cache's identity
