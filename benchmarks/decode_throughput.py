@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llamafoundry.allocator import keep_freed_memory
 from llamafoundry.checkpoint import export
 from llamafoundry.checkpoint.hf import hf_config, to_hf
 from llamafoundry.config import ModelConfig
@@ -206,6 +207,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="prompt 64, 32 new tokens (a smoke run)")
     parser.add_argument("--try-llama-cpp", type=Path, help=argparse.SUPPRESS)  # llama_cpp_extra_buffers_run
     args = parser.parse_args()
+    keep_freed_memory()  # as `llamafoundry` does at start (allocator.py); HF generate runs in this process too
     if args.try_llama_cpp:
         LlamaCpp(args.try_llama_cpp, 1, 64, 1).run([[3, 4, 5, 6]], 4)
         return

@@ -43,6 +43,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from llamafoundry.allocator import keep_freed_memory  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LLAMAFOUNDRY_SHARED_DATA", REPO.parent / "shared" / "data"))
 GOAL = 1.0  # our examples/s over lm-eval's on each generation task
@@ -147,6 +149,7 @@ def main() -> None:
     parser.add_argument("--save", type=Path, help="write the completions to this JSON file")
     parser.add_argument("--compare", type=Path, help="count completions that differ from this saved run")
     args = parser.parse_args()
+    keep_freed_memory()  # as `llamafoundry` does at start (allocator.py)
     torch.set_num_threads(args.threads)
 
     from lm_eval.models.huggingface import HFLM

@@ -31,6 +31,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from llamafoundry.allocator import keep_freed_memory  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LLAMAFOUNDRY_SHARED_DATA", REPO.parent / "shared" / "data"))
 SUBSET = "hellaswag/rowanz_jsonl_subset/hellaswag.jsonl"
@@ -126,6 +128,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="each harness runs once per round, in turn")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    keep_freed_memory()  # as `llamafoundry` does at start (allocator.py); lm-eval runs in this process too
     torch.set_num_threads(args.threads)
 
     from lm_eval.models.huggingface import HFLM

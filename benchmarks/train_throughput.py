@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import torch
 
+from llamafoundry.allocator import keep_freed_memory
 from llamafoundry.config import ModelConfig, flops_per_token
 from llamafoundry.model import Transformer
 from llamafoundry.train.metrics import measure_matmul_flops
@@ -98,6 +99,7 @@ def main() -> None:
         help="the eager length of the run whose defaults are measured (parallel.compile auto decides by it)",
     )
     args = parser.parse_args()
+    keep_freed_memory()  # as `llamafoundry` does at start (allocator.py); HF's steps run in this process too
     torch.set_num_threads(args.threads)
     fpt = flops_per_token(SHAPE, SEQ)
     tokens = BATCH * SEQ

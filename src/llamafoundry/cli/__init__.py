@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from llamafoundry import __version__
+from llamafoundry.allocator import keep_freed_memory
 from llamafoundry.errors import UserError
 
 # Modules of llamafoundry.cli, each registering its commands, in the order `--help` lists them.
@@ -37,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
+    if not getattr(args, "long_lived", False):
+        keep_freed_memory()  # a batch job's steps reuse their large buffers (see allocator.py)
     try:
         result = args.func(args)
     except UserError as exc:

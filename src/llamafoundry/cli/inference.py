@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _chat_template_option(p)
     _model_options(p)
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, long_lived=True)  # malloc as it is (see allocator.py)
 
     p = subparsers.add_parser("quantize", help="write a weight-only int8 / int4 copy of a model")
     add_model(p, MODEL_HELP.replace("quantized, ", ""))

@@ -1,0 +1,54 @@
+"""How this process's C allocator treats freed memory: kept for the next step, not handed back.
+
+PyTorch's CPU tensors come from glibc's malloc, which maps every block above its mmap threshold (32 MB
+at most) afresh and unmaps it on free. A training or scoring step allocates and frees the same large
+buffers every time (the logits of 8 x 512 tokens over a 32,000-token vocabulary: 262 MB in bf16), so
+each step page-faults them in again, a page at a time. Measured on a 2-core Sapphire Rapids VM: a
+4096 x 512 x 32,000 bf16 matmul ran at 900 GFLOP/s into a fresh output and at 1,850 into a reused one;
+the bench model's bf16 training step took 1.59 s against 1.48 s with freed memory kept, HellaSwag
+scoring 10.7 s against 9.7 s.
+
+`keep_freed_memory` makes malloc serve every block from its heap and keep up to KEEP_BYTES of freed
+memory at its top, as PyTorch's own CPU launcher (`torch.backends.xeon.run_cpu`) does with jemalloc set
+never to return memory. The cost is resident memory: it stays near its peak instead of shrinking between
+steps, and the heap holds some freed blocks it cannot reuse for a larger request (the bench model's bf16
+training: 2.33 GB from the tenth step on, against 1.9 GB; HellaSwag scoring 835 MB against 773). So
+the command line sets it for its batch jobs (training, scoring, generation), not for `serve`, whose memory
+should shrink back after a burst of requests. A user who sets glibc's malloc variables
+(`MALLOC_TRIM_THRESHOLD_=0`, `GLIBC_TUNABLES`) or preloads another allocator keeps what they chose.
+No torch here: the command line calls this at every start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's <malloc.h>
+KEEP_BYTES = 1 << 30  # freed memory at the top of the heap kept for reuse before any is returned
+USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+
+def keep_freed_memory() -> bool:
+    """Keep freed memory in this process for reuse (glibc only); whether the setting was made.
+
+    Nothing changes where the C library is not glibc (macOS, musl), where another allocator is
+    preloaded, or where the user set glibc's own malloc variables.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or _user_chose():
+        return False
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None:
+        return False
+    # mallopt returns 1 on success. No block is mapped on its own, so every freed one can be reused.
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
+
+
+def _user_chose() -> bool:
+    preloaded = os.environ.get("LD_PRELOAD", "")
+    return (
+        any(name in os.environ for name in USER_SETTINGS)
+        or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "")
+        or any(name in preloaded for name in ("jemalloc", "tcmalloc", "mimalloc"))
+    )

@@ -1,0 +1,70 @@
+"""Batch commands keep freed memory for reuse: a step's large buffers are not page-faulted in again."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from llamafoundry.cli import build_parser
+
+pytestmark = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+    reason="keep_freed_memory sets glibc's malloc (it leaves other C libraries alone)",
+)
+
+# Steps that each allocate a 256 MB buffer, write it and free it, as a training step does its logits.
+# Prints the page faults of each step after the warm-up.
+STEPS = """
+import resource, sys, torch
+{setup}
+faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+weight = torch.randn(1000, 512)
+for step in range(8):
+    before = faults()
+    hidden = torch.randn(2048, 512)
+    logits, small = torch.ones(2**26), hidden @ weight.T
+    del logits, small, hidden
+    if step >= 4:
+        print(faults() - before)
+"""
+PAGES = 2**28 // 4096  # the buffer's 4 KiB pages
+
+
+def step_faults(setup: str, env: dict | None = None) -> list[int]:
+    code = STEPS.format(setup=setup)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, check=True
+    )
+    return [int(line) for line in done.stdout.split()]
+
+
+def test_kept_memory_serves_the_next_steps_without_page_faults():
+    plain = step_faults("")
+    kept = step_faults("from llamafoundry.allocator import keep_freed_memory; assert keep_freed_memory()")
+    assert max(kept) < PAGES // 100, kept
+    assert min(plain) > 10 * max(max(kept), 1), (plain, kept)  # glibc's default maps it afresh each time
+
+
+def test_the_command_line_keeps_freed_memory_for_batch_jobs():
+    kept = step_faults(
+        "import contextlib, io\nfrom llamafoundry.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n    assert main(['presets']) == 0"
+    )
+    assert max(kept) < PAGES // 100, kept
+
+
+def test_a_user_who_set_malloc_keeps_their_setting():
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "0"}
+    faults = step_faults(
+        "from llamafoundry.allocator import keep_freed_memory; assert not keep_freed_memory()", env
+    )
+    assert min(faults) > PAGES // 2, faults
+
+
+def test_the_server_leaves_malloc_as_it_is():
+    """A server lives long, with requests of every shape: its memory shrinks back after a burst."""
+    args = build_parser().parse_args(["serve", "some/model"])
+    assert args.long_lived
+    assert not getattr(build_parser().parse_args(["eval", "some/model"]), "long_lived", False)
