@@ -7,7 +7,10 @@ OpenWebText snippets of RealToxicityPrompts' non-toxic set, a three per page.
 from __future__ import annotations
 
 import json
+import platform
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -73,3 +76,38 @@ def test_a_language_id_model_is_not_a_reference_classifier():
 
     with pytest.raises(UserError, match="not a reference classifier"):
         ReferenceClassifier(model=str(bundled_model_path()))
+
+
+# A process that keeps freed memory (as every batch command does) and has freed 600 MB of non-zero
+# bytes: fastText used to train inside such a process on that memory and diverge.
+DIRTY_HEAP_TRAINING = """
+import ctypes, sys
+from llamafoundry.allocator import keep_freed_memory
+from llamafoundry.data.filters.classifier import train_classifier
+assert keep_freed_memory()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+blocks = [libc.malloc(n << 20) for n in (600, 64, 8)]
+for block, n in zip(blocks, (600, 64, 8)):
+    ctypes.memset(block, 0x7F, n << 20)  # each float 3.4e38
+for block in blocks:
+    libc.free(block)
+positives, negatives = sys.stdin.read().split("\\0")
+print(train_classifier(positives.splitlines(), negatives.splitlines(), sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory sets glibc's malloc")
+def test_training_does_not_read_the_memory_a_process_freed(tmp_path, pages):
+    """fastText's initialisation writes a tenth of its input matrix and trains on the rest as allocated:
+    zero pages from the kernel, not whatever the process freed before."""
+    positives, negatives = pages
+    done = subprocess.run(
+        [sys.executable, "-c", DIRTY_HEAP_TRAINING, str(tmp_path / "wiki.bin")],
+        input="\n".join(positives) + "\0" + "\n".join(negatives),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'train_precision'" in done.stdout and (tmp_path / "wiki.bin").stat().st_size > 0

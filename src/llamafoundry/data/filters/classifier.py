@@ -8,15 +8,19 @@ cites as positives, random CommonCrawl pages as negatives), `ReferenceClassifier
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
 import re
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from llamafoundry.allocator import keep_large_blocks_fresh
 from llamafoundry.data.document import Document
 from llamafoundry.data.filters.langid import load_fasttext
 from llamafoundry.data.stage import Stage
@@ -40,8 +44,9 @@ class ClassifierConfig:
     fastText's 2M hash buckets of 64 floats make a 512 MB file whatever the data; quantization (product
     quantization of the `cutoff` rows, of words and n-gram buckets, that matter most, then a retraining
     pass) makes it 0.9 MB. On 200 + 200 training documents, held out: precision 0.941, recall 0.950
-    quantized, 0.916 and 0.843 not. (Fewer buckets instead: fastText's training then stops on NaN in some
-    runs, at 100k buckets and below, in none at 2M.)
+    quantized, 0.916 and 0.843 not. (Fewer buckets instead: fastText's training then stopped on NaN in some
+    runs, at 100k buckets and below, in none at 2M; most likely the uninitialised memory that
+    `_fit_in_fresh_process` explains, which a matrix of 2M buckets always got fresh. Not measured again.)
     """
 
     epochs: int = 10
@@ -102,28 +107,68 @@ def train_classifier(
     with tempfile.TemporaryDirectory(prefix="llamafoundry-cls-") as tmp:
         train_file = Path(tmp) / "train.txt"
         train_file.write_text("\n".join(examples) + "\n", encoding="utf-8")
-        try:
-            model = fasttext.train_supervised(
-                input=str(train_file),
-                epoch=config.epochs,
-                lr=config.lr,
-                wordNgrams=config.word_ngrams,
-                dim=config.dim,
-                minCount=config.min_count,
-                seed=config.seed,
-                thread=1,
-                verbose=0,
-            )
-            if config.quantize:
-                model.quantize(
-                    input=str(train_file), retrain=True, cutoff=config.cutoff, qnorm=True, thread=1, verbose=0
-                )
-        except RuntimeError as exc:  # how fastText reports divergence: "Encountered NaN."
-            raise UserError(f"training the classifier diverged ({exc}); lower the learning rate") from None
-        _, precision, recall = model.test(str(train_file))
-    with output_file(output, overwrite=overwrite, recognise=_is_fasttext_model) as tmp_model:
-        model.save_model(str(tmp_model))
+        with output_file(output, overwrite=overwrite, recognise=_is_fasttext_model) as tmp_model:
+            precision, recall = _fit_in_fresh_process(train_file, config, Path(tmp_model))
     return {"positives": n_pos, "negatives": n_neg, "train_precision": precision, "train_recall": recall}
+
+
+def _fit_in_fresh_process(
+    train_file: Path, config: ClassifierConfig, model_file: Path
+) -> tuple[float, float]:
+    """Train (and quantize) the classifier into `model_file` in a fresh interpreter; its training-set
+    precision and recall.
+
+    fastText reads memory it never wrote: its initialisation fills `thread` tenths of the input matrix
+    with noise (one tenth here: one thread keeps training reproducible) and trains the rest as allocated,
+    which only fresh pages from the kernel make zero. Handed reused heap memory (this process may keep
+    freed memory, see allocator.py, or have freed a block of that size), training diverged
+    ("Encountered NaN.") in 2 of 8 test runs. A fresh process that maps every large block anew (`_fit`)
+    gives it zeros, as a fresh `fasttext` command would.
+    """
+    request = {"train_file": str(train_file), "model_file": str(model_file), "config": asdict(config)}
+    done = subprocess.run(
+        [sys.executable, "-c", f"from {__name__} import _fit; _fit()"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the classifier's training process failed: {done.stderr.strip()[-2000:]}")
+    result = json.loads(done.stdout.splitlines()[-1])  # the last line: anything fastText printed comes before
+    if "diverged" in result:  # how fastText reports divergence: "Encountered NaN."
+        raise UserError(f"training the classifier diverged ({result['diverged']}); lower the learning rate")
+    return result["precision"], result["recall"]
+
+
+def _fit() -> None:
+    """The fresh process of `_fit_in_fresh_process`: the request as JSON on stdin, the result on stdout."""
+    keep_large_blocks_fresh()
+    import fasttext
+
+    request = json.load(sys.stdin)
+    config, train_file = ClassifierConfig(**request["config"]), request["train_file"]
+    try:
+        model = fasttext.train_supervised(
+            input=train_file,
+            epoch=config.epochs,
+            lr=config.lr,
+            wordNgrams=config.word_ngrams,
+            dim=config.dim,
+            minCount=config.min_count,
+            seed=config.seed,
+            thread=1,
+            verbose=0,
+        )
+        if config.quantize:
+            model.quantize(
+                input=train_file, retrain=True, cutoff=config.cutoff, qnorm=True, thread=1, verbose=0
+            )
+    except RuntimeError as exc:
+        print(json.dumps({"diverged": str(exc)}))
+        return
+    _, precision, recall = model.test(train_file)
+    model.save_model(request["model_file"])
+    print(json.dumps({"precision": precision, "recall": recall}))
 
 
 def _is_fasttext_model(path: Path) -> bool:
