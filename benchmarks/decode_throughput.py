@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="prompt 64, 32 new tokens (a smoke run)")
     parser.add_argument("--try-llama-cpp", type=Path, help=argparse.SUPPRESS)  # llama_cpp_extra_buffers_run
     args = parser.parse_args()
-    keep_freed_memory()  # as `llamafoundry` does at start (allocator.py); HF generate runs in this process too
+    keep_freed_memory()  # as the model-step commands do (allocator.py); HF generate runs in this process too
     if args.try_llama_cpp:
         LlamaCpp(args.try_llama_cpp, 1, 64, 1).run([[3, 4, 5, 6]], 4)
         return

@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--save", type=Path, help="write the completions to this JSON file")
     parser.add_argument("--compare", type=Path, help="count completions that differ from this saved run")
     args = parser.parse_args()
-    keep_freed_memory()  # as `llamafoundry` does at start (allocator.py)
+    keep_freed_memory()  # as the model-step commands do (allocator.py)
     torch.set_num_threads(args.threads)
 
     from lm_eval.models.huggingface import HFLM

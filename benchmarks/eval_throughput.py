@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="each harness runs once per round, in turn")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    keep_freed_memory()  # as `llamafoundry` does at start (allocator.py); lm-eval runs in this process too
+    keep_freed_memory()  # as the model-step commands do (allocator.py); lm-eval runs in this process too
     torch.set_num_threads(args.threads)
 
     from lm_eval.models.huggingface import HFLM

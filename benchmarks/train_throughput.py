@@ -99,7 +99,7 @@ def main() -> None:
         help="the eager length of the run whose defaults are measured (parallel.compile auto decides by it)",
     )
     args = parser.parse_args()
-    keep_freed_memory()  # as `llamafoundry` does at start (allocator.py); HF's steps run in this process too
+    keep_freed_memory()  # as the model-step commands do (allocator.py); HF's steps run in this process too
     torch.set_num_threads(args.threads)
     fpt = flops_per_token(SHAPE, SEQ)
     tokens = BATCH * SEQ

@@ -49,10 +49,11 @@ def test_kept_memory_serves_the_next_steps_without_page_faults():
     assert min(plain) > 10 * max(max(kept), 1), (plain, kept)  # glibc's default maps it afresh each time
 
 
-def test_the_command_line_keeps_freed_memory_for_batch_jobs():
+def test_commands_that_run_model_steps_keep_freed_memory():
+    # The setting is made before the command runs: a missing model still fails as it should.
     kept = step_faults(
         "import contextlib, io\nfrom llamafoundry.cli import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n    assert main(['presets']) == 0"
+        "with contextlib.redirect_stderr(io.StringIO()):\n    assert main(['generate', '/no/model', 'hi']) == 2"
     )
     assert max(kept) < PAGES // 100, kept
 
@@ -65,11 +66,22 @@ def test_a_user_who_set_malloc_keeps_their_setting():
     assert min(faults) > PAGES // 2, faults
 
 
-def test_the_server_leaves_malloc_as_it_is():
-    """A server lives long, with requests of every shape: its memory shrinks back after a burst."""
-    args = build_parser().parse_args(["serve", "some/model"])
-    assert args.long_lived
-    assert not getattr(build_parser().parse_args(["eval", "some/model"]), "long_lived", False)
+@pytest.mark.parametrize(
+    ("argv", "keeps"),
+    [
+        (["train", "cfg.toml"], True),
+        (["eval", "m"], True),
+        (["generate", "m"], True),
+        (["quickstart"], True),
+        (["finetune", "m"], True),
+        (["serve", "m"], False),  # a server lives long, with requests of every shape
+        (["data", "run", "r.toml"], False),  # native readers and filters, no model steps
+        (["tokenizer", "train", "t.txt", "-o", "tok.model"], False),
+    ],
+)
+def test_which_commands_keep_freed_memory(argv, keeps):
+    args, _ = build_parser().parse_known_args(argv)
+    assert getattr(args, "keeps_freed_memory", False) is keeps
 
 
 # A block of 1 MiB written and freed, then another of the same size read back: zero if it is fresh.

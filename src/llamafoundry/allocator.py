@@ -16,11 +16,13 @@ alignment) until neighbours free up beside them: the bench model's bf16 training
 tenth step on (flat to the 70th), against 1.9 GB; HellaSwag scoring peaked at 835 MB against 773; a loop
 that allocates one 256 MB buffer a step settles at 1.0 or 2.3 GB. Native code that reads memory it
 never wrote now sees old bytes where fresh pages gave it zeros: fastText's training does, so it runs in
-a process of its own (data/filters/classifier.py). So
-the command line sets it for its batch jobs (training, scoring, generation), not for `serve`, whose memory
-should shrink back after a burst of requests. A user who sets glibc's malloc variables
-(`MALLOC_TRIM_THRESHOLD_=0`, `GLIBC_TUNABLES`) or preloads another allocator keeps what they chose.
-No torch here: the command line calls this at every start.
+a process of its own (data/filters/classifier.py).
+
+So the command line sets it for the commands that run model steps (`train`, `finetune`, `quickstart`,
+`eval`, `generate`, `quantize`, `scaling run`, `thesis`), not for `serve`, whose memory should shrink
+back after a burst of requests, nor for `data` and `tokenizer`, whose native readers gain nothing. A user
+who sets glibc's malloc variables (`MALLOC_TRIM_THRESHOLD_=0`, `GLIBC_TUNABLES`) or preloads another
+allocator keeps what they chose. No torch here: the command line calls this before it imports any.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
-    if not getattr(args, "long_lived", False):
-        keep_freed_memory()  # a batch job's steps reuse their large buffers (see allocator.py)
+    if getattr(args, "keeps_freed_memory", False):
+        keep_freed_memory()  # the command's model steps reuse their large buffers (see allocator.py)
     try:
         result = args.func(args)
     except UserError as exc:

@@ -111,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     # lm-evaluation-harness's spelling, kept for its users.
     p.add_argument("--output_path", dest="output", type=Path, help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=cmd_eval, keeps_freed_memory=True)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_output(p, "run folder (the recipe's output.dir)", overwrite=False)
     p.add_argument("--device", default=None, help=DEVICE_HELP)
-    p.set_defaults(func=cmd_finetune, accepts_overrides=True)
+    p.set_defaults(func=cmd_finetune, accepts_overrides=True, keeps_freed_memory=True)
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _chat_template_option(p)
     _model_options(p)
-    p.set_defaults(func=cmd_generate)
+    p.set_defaults(func=cmd_generate, keeps_freed_memory=True)
 
     p = subparsers.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
     add_model(p)
@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _chat_template_option(p)
     _model_options(p)
-    p.set_defaults(func=cmd_serve, long_lived=True)  # malloc as it is (see allocator.py)
+    p.set_defaults(func=cmd_serve)
 
     p = subparsers.add_parser("quantize", help="write a weight-only int8 / int4 copy of a model")
     add_model(p, MODEL_HELP.replace("quantized, ", ""))
@@ -113,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=32768,
         help="tokens of --calibration-text to run through the model (default 32768)",
     )
-    p.set_defaults(func=cmd_quantize)
+    p.set_defaults(func=cmd_quantize, keeps_freed_memory=True)
 
 
 def _chat_template_option(p: argparse.ArgumentParser) -> None:

@@ -91,7 +91,7 @@ def _register_run(commands: argparse._SubParsersAction) -> None:
     )
     add_output(run, "sweep folder (default runs/sweep)", default=Path("runs/sweep"), overwrite=False)
     run.add_argument("--device", default=None, help=DEVICE_HELP)
-    run.set_defaults(func=cmd_run, accepts_overrides=True)
+    run.set_defaults(func=cmd_run, accepts_overrides=True, keeps_freed_memory=True)
 
 
 def _register_thesis(commands: argparse._SubParsersAction) -> None:
@@ -117,7 +117,7 @@ def _register_thesis(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--points", type=int, default=defaults.points, help="validations along each run")
     p.add_argument("--vocab-size", type=int, default=defaults.vocab_size, help="tokenizer vocabulary")
     p.add_argument("--config", type=Path, default=defaults.config, help="the sweep's base recipe")
-    p.set_defaults(func=cmd_thesis, accepts_overrides=True)
+    p.set_defaults(func=cmd_thesis, accepts_overrides=True, keeps_freed_memory=True)
 
 
 def cmd_thesis(args: argparse.Namespace) -> None:

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_output(p, "run folder (the recipe's output.dir)", overwrite=False)
     p.add_argument("--device", default=None, help=DEVICE_HELP)
-    p.set_defaults(func=cmd_train, accepts_overrides=True)
+    p.set_defaults(func=cmd_train, accepts_overrides=True, keeps_freed_memory=True)
 
     p = subparsers.add_parser(
         "compare", help="training runs side by side: loss (and validation metrics) against tokens, a table"
@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data-recipe", type=Path, default=None, help="corpus recipe (configs/data/quickstart.toml)"
     )
-    p.set_defaults(func=cmd_quickstart, accepts_overrides=True)
+    p.set_defaults(func=cmd_quickstart, accepts_overrides=True, keeps_freed_memory=True)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
