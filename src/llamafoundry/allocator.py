@@ -22,7 +22,7 @@ So the command line sets it for the commands that run model steps (`train`, `fin
 `eval`, `generate`, `quantize`, `scaling run`, `thesis`), not for `serve`, whose memory should shrink
 back after a burst of requests, nor for `data` and `tokenizer`, whose native readers gain nothing. A user
 who sets glibc's malloc variables (`MALLOC_TRIM_THRESHOLD_=0`, `GLIBC_TUNABLES`) or preloads another
-allocator keeps what they chose. No torch here: the command line calls this before it imports any.
+allocator keeps what they chose. No torch here: the command line imports this at every start.
 """
 
 from __future__ import annotations
