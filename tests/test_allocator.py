@@ -15,9 +15,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 # Steps that each allocate a 256 MB buffer, write it and free it, as a training step does its logits.
-# Prints the page faults of the last four. glibc's heap settles within the first eight steps (40 steps,
-# 8 processes: from the 4th or the 9th step on, holding 1.0 or 2.3 GB: blocks freed between small live
-# ones cannot serve the next request, which PyTorch pads for alignment).
+# Prints the page faults of the last four. glibc's heap settles within the first eight steps (40 steps in
+# each of 32 processes: no fault from the 4th step on, or at the latest the 9th; 1.0 or 2.3 GB held):
+# blocks freed between small live ones cannot serve the next request, which PyTorch pads for alignment.
 STEPS = """
 import resource, sys, torch
 {setup}

@@ -78,7 +78,7 @@ def test_a_language_id_model_is_not_a_reference_classifier():
         ReferenceClassifier(model=str(bundled_model_path()))
 
 
-# A process that keeps freed memory (as every batch command does) and has freed 600 MB of non-zero
+# A process that keeps freed memory (as the model-step commands do) and has freed 600 MB of non-zero
 # bytes: fastText used to train inside such a process on that memory and diverge.
 DIRTY_HEAP_TRAINING = """
 import ctypes, sys
